@@ -1,0 +1,119 @@
+//! Command-line options, named as uvicorn names them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use server_core::{Bind, ListenerDrain, ServerConfig};
+
+/// Run an HTTP app on N worker processes; stop, restart and scale them without dropping a
+/// request.
+#[derive(Debug, Parser)]
+#[command(name = "server-cli", version, about)]
+pub struct Cli {
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port to bind (0 picks a free one).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Number of worker processes.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+    /// Seconds a graceful stop may take in all: queue drain, in-flight requests and
+    /// shutdown hooks. Then what is left is aborted.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_seconds)]
+    pub timeout_graceful_shutdown: f64,
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = parse_seconds)]
+    pub timeout_keep_alive: f64,
+    /// Length of the kernel's accept queue.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(i32).range(1..))]
+    pub backlog: i32,
+    /// How the listener refuses new connections at stop: `ebpf` (kernel refuses while the
+    /// queue empties; needs CAP_BPF), `close` (parent closes first, workers drain), `auto`.
+    #[arg(long, value_enum, default_value_t = DrainArg::Auto)]
+    pub listener_drain: DrainArg,
+    /// Log level.
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+    /// Write one access log line per request (the default).
+    #[arg(long, overrides_with = "no_access_log")]
+    pub access_log: bool,
+    /// Do not write access log lines.
+    #[arg(long)]
+    pub no_access_log: bool,
+    /// Seconds the demo app's shutdown hook sleeps, as the seed report's app does.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_seconds)]
+    pub demo_shutdown_delay: f64,
+}
+
+/// `--listener-drain` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DrainArg {
+    /// eBPF where it can be loaded, else close.
+    Auto,
+    /// Kernel-level refusal; fails at start if it cannot be loaded.
+    Ebpf,
+    /// Parent closes its socket first.
+    Close,
+}
+
+/// `--log-level` values, as uvicorn spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Errors only (uvicorn's `critical`).
+    Critical,
+    /// Errors.
+    Error,
+    /// Warnings and errors.
+    Warning,
+    /// Lifecycle events and access lines.
+    Info,
+    /// Diagnostics.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The tracing level this maps to.
+    pub fn as_tracing(self) -> tracing::Level {
+        match self {
+            LogLevel::Critical | LogLevel::Error => tracing::Level::ERROR,
+            LogLevel::Warning => tracing::Level::WARN,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Trace => tracing::Level::TRACE,
+        }
+    }
+}
+
+impl Cli {
+    /// The server configuration these options describe.
+    pub fn server_config(&self) -> ServerConfig {
+        let mut config = ServerConfig::new(Bind::Tcp(SocketAddr::new(self.host, self.port)));
+        config.workers = usize::from(self.workers);
+        config.graceful_timeout = Duration::from_secs_f64(self.timeout_graceful_shutdown);
+        config.keep_alive_timeout = Duration::from_secs_f64(self.timeout_keep_alive);
+        config.backlog = self.backlog;
+        config.listener_drain = match self.listener_drain {
+            DrainArg::Auto => ListenerDrain::Auto,
+            DrainArg::Ebpf => ListenerDrain::Ebpf,
+            DrainArg::Close => ListenerDrain::Close,
+        };
+        config.access_log = !self.no_access_log;
+        config
+    }
+}
+
+/// Parses a non-negative number of seconds (fractions allowed), at most a day.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("`{text}` must be between 0 and 86400 seconds"));
+    }
+    Ok(secs)
+}

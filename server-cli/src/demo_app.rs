@@ -1,0 +1,55 @@
+//! The built-in demo application: the seed report's FastAPI app, in axum.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::Query;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use server_core::App;
+
+/// `/sleep` waits this long unless `?secs=` says otherwise (the seed's value).
+const DEFAULT_SLEEP: Duration = Duration::from_secs(60);
+
+/// Builds the demo app for one worker. `shutdown_delay` is how long its shutdown hook
+/// sleeps, like the seed's `@app.on_event("shutdown")` handler.
+pub fn demo_app(shutdown_delay: Duration) -> App {
+    let router = Router::new()
+        .route("/", get(|| async { Json(json!({"Hello": "World"})) }))
+        .route("/sleep", get(sleep))
+        .route("/echo", post(echo))
+        .route("/healthz", get(|| async { "ok" }));
+    let app = App::new(router);
+    if shutdown_delay.is_zero() {
+        return app;
+    }
+    app.on_shutdown(async move {
+        tracing::info!("Shutdown event");
+        tokio::time::sleep(shutdown_delay).await;
+        tracing::info!("Shutdown event done");
+    })
+}
+
+/// Query of `/sleep`.
+#[derive(Debug, Deserialize)]
+struct SleepQuery {
+    /// Seconds to wait before answering.
+    secs: Option<f64>,
+}
+
+/// Answers after a while: a request that is in flight when the server stops.
+async fn sleep(Query(query): Query<SleepQuery>) -> Json<Value> {
+    let wait = query
+        .secs
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(DEFAULT_SLEEP, |s| Duration::from_secs_f64(s.min(86_400.0)));
+    tokio::time::sleep(wait).await;
+    Json(json!({"slept": wait.as_secs_f64()}))
+}
+
+/// A non-idempotent request, which no proxy may retry: it reports the body length.
+async fn echo(body: Bytes) -> Json<Value> {
+    Json(json!({"len": body.len()}))
+}

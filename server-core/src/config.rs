@@ -1,0 +1,75 @@
+//! What a server is asked to do: where to listen, how many workers, how long to wait.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How the listening socket is made to stop taking connections at shutdown.
+///
+/// The kernel keeps completing handshakes into the accept queue for as long as any process
+/// holds the socket, so "stop accepting" alone makes clients hang. Each mode is a way to get
+/// the clean outcome instead: a refused connection, which a client or load balancer retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerDrain {
+    /// Use [`ListenerDrain::Ebpf`] when the kernel lets us load the program, else
+    /// [`ListenerDrain::Close`].
+    Auto,
+    /// Attach an `SK_REUSEPORT` program that answers every new SYN with RST, wait for the
+    /// accept queue to empty, then stop the workers. No connection is lost.
+    Ebpf,
+    /// Close the parent's copy of the socket, then each worker accepts until the queue is
+    /// empty and closes its copy. A connection that lands in the queue between the last
+    /// worker's final accept and its close is reset (rare, but not impossible).
+    Close,
+}
+
+/// The settings of a [`crate::Server`]. Build one with [`ServerConfig::new`] and adjust fields.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen. The parent binds it once and every worker shares the socket.
+    pub bind: Bind,
+    /// How many worker processes serve requests.
+    pub workers: usize,
+    /// One deadline for the whole graceful stop: refusal, queue drain, in-flight requests
+    /// and application shutdown hooks. When it passes, what is left is aborted.
+    pub graceful_timeout: Duration,
+    /// How long an idle keep-alive connection (or a client that has not finished sending
+    /// its request head) is kept open.
+    pub keep_alive_timeout: Duration,
+    /// During a drain, how long an idle keep-alive connection is kept open in case its client
+    /// is sending a request right now. Closing it at once races with that request (the
+    /// client would see EOF); within the window it gets an answer with `Connection: close`.
+    pub idle_drain_grace: Duration,
+    /// Length of the kernel's accept queue (`listen(2)` backlog).
+    pub backlog: i32,
+    /// How the listener refuses new connections at shutdown.
+    pub listener_drain: ListenerDrain,
+    /// Threads of each worker's tokio runtime; 1 means a current-thread runtime, which is
+    /// what one process per core wants.
+    pub worker_threads: usize,
+    /// Whether each worker logs one line per request.
+    pub access_log: bool,
+}
+
+/// The address a server listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    /// Bind a new TCP socket at this address.
+    Tcp(SocketAddr),
+}
+
+impl ServerConfig {
+    /// Defaults chosen to match uvicorn's where uvicorn has the option.
+    pub fn new(bind: Bind) -> Self {
+        Self {
+            bind,
+            workers: 1,
+            graceful_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(5),
+            idle_drain_grace: Duration::from_millis(1000),
+            backlog: 2048,
+            listener_drain: ListenerDrain::Auto,
+            worker_threads: 1,
+            access_log: true,
+        }
+    }
+}

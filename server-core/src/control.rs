@@ -1,0 +1,86 @@
+//! The private channel between the supervisor and each worker (one socketpair per worker).
+//!
+//! A pipe rather than signals: messages carry data (how long the worker has left), arrive
+//! in order, are never merged, and the end of the stream tells each side that the other is
+//! gone.
+
+use std::time::Duration;
+
+/// What the supervisor tells a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ToWorker {
+    /// Stop accepting, drain, finish in-flight requests, run the shutdown hooks, and exit;
+    /// abort whatever is left after `within`.
+    Stop {
+        /// Time left before the shared deadline.
+        within: Duration,
+    },
+}
+
+/// Length of an encoded [`ToWorker`] message.
+pub(crate) const TO_WORKER_LEN: usize = 5;
+
+impl ToWorker {
+    /// Encodes as one tag byte and a big-endian millisecond count.
+    pub(crate) fn encode(self) -> [u8; TO_WORKER_LEN] {
+        match self {
+            ToWorker::Stop { within } => {
+                let ms = u32::try_from(within.as_millis()).unwrap_or(u32::MAX);
+                let [a, b, c, d] = ms.to_be_bytes();
+                [b'S', a, b, c, d]
+            }
+        }
+    }
+
+    /// Decodes a message written by [`ToWorker::encode`].
+    pub(crate) fn decode(bytes: [u8; TO_WORKER_LEN]) -> Option<Self> {
+        match bytes {
+            [b'S', a, b, c, d] => Some(ToWorker::Stop {
+                within: Duration::from_millis(u64::from(u32::from_be_bytes([a, b, c, d]))),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What a worker tells the supervisor; each message is one byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ToParent {
+    /// The worker is accepting connections.
+    Ready,
+}
+
+impl ToParent {
+    /// The message's byte on the wire.
+    pub(crate) fn encode(self) -> u8 {
+        match self {
+            ToParent::Ready => b'R',
+        }
+    }
+
+    /// Decodes one byte written by [`ToParent::encode`].
+    pub(crate) fn decode(byte: u8) -> Option<Self> {
+        match byte {
+            b'R' => Some(ToParent::Ready),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_round_trips_with_millisecond_precision() {
+        let msg = ToWorker::Stop {
+            within: Duration::from_millis(29_997),
+        };
+        assert_eq!(ToWorker::decode(msg.encode()), Some(msg));
+        assert_eq!(ToWorker::decode(*b"XXXXX"), None);
+        assert_eq!(
+            ToParent::decode(ToParent::Ready.encode()),
+            Some(ToParent::Ready)
+        );
+    }
+}

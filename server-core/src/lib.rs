@@ -1,0 +1,25 @@
+//! A multiprocess HTTP server whose supervisor never drops a request when it stops.
+//!
+//! The parent process binds the listener, forks the workers and turns signals into
+//! commands; each worker runs its own tokio runtime and serves an axum [`axum::Router`] on
+//! the shared socket. On SIGTERM the kernel is first made to refuse new connections (an
+//! `SK_REUSEPORT` eBPF program), the accept queue is emptied, and only then are the workers
+//! drained, all in parallel, under one deadline. See the README for the protocol.
+
+mod accept_queue;
+mod app;
+mod config;
+mod control;
+mod error;
+mod kernel_refusal;
+mod listener;
+pub mod logging;
+mod server;
+mod signals;
+mod supervisor;
+mod worker;
+
+pub use app::{App, ShutdownHook};
+pub use config::{Bind, ListenerDrain, ServerConfig};
+pub use error::{Error, Result};
+pub use server::{Server, ShutdownOutcome};

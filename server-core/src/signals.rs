@@ -1,0 +1,117 @@
+//! Turning process signals into bytes the supervisor's loop reads (the self-pipe trick).
+//!
+//! The handler does the only async-signal-safe thing worth doing: it writes the signal
+//! number to a non-blocking pipe. The loop polls the pipe with the workers' channels and
+//! turns each signal into a command, so no decision is ever taken inside a handler.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+use crate::error::{Error, Result};
+
+/// Write end of the pipe, read by the handler.
+static PIPE_WRITE_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Signals the supervisor acts on.
+pub(crate) const SUPERVISED: [Signal; 8] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGHUP,
+    Signal::SIGCHLD,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGUSR1,
+];
+
+extern "C" fn record_signal(signum: libc::c_int) {
+    let fd = PIPE_WRITE_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = signum as u8;
+        // SAFETY: write(2) is async-signal-safe; a full pipe just loses a duplicate signal,
+        // which the kernel would have merged anyway. errno is saved and restored.
+        unsafe {
+            let saved = *libc::__errno_location();
+            libc::write(fd, (&byte as *const u8).cast(), 1);
+            *libc::__errno_location() = saved;
+        }
+    }
+}
+
+/// The read end of the signal pipe; the supervisor polls it.
+#[derive(Debug)]
+pub(crate) struct SignalPipe {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl SignalPipe {
+    /// Creates the pipe and installs the recording handler for [`SUPERVISED`] signals.
+    pub(crate) fn install() -> Result<Self> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
+            .map_err(|e| Error::sys("cannot create the signal pipe", e))?;
+        PIPE_WRITE_FD.store(write.as_raw_fd(), Ordering::Relaxed);
+        let action = SigAction::new(
+            SigHandler::Handler(record_signal),
+            SaFlags::SA_RESTART | SaFlags::SA_NOCLDSTOP,
+            SigSet::empty(),
+        );
+        for sig in SUPERVISED {
+            // SAFETY: the handler only calls async-signal-safe functions.
+            unsafe { signal::sigaction(sig, &action) }
+                .map_err(|e| Error::sys("cannot install a signal handler", e))?;
+        }
+        Ok(Self { read, write })
+    }
+
+    /// Reads every signal recorded since the last call, oldest first.
+    pub(crate) fn drain(&self) -> Vec<Signal> {
+        let mut signals = Vec::new();
+        let mut buf = [0u8; 64];
+        while let Ok(n @ 1..) = nix::unistd::read(self.read.as_fd(), &mut buf) {
+            signals.extend(
+                buf[..n]
+                    .iter()
+                    .filter_map(|&b| Signal::try_from(i32::from(b)).ok()),
+            );
+        }
+        signals
+    }
+
+    /// Descriptor to poll for readability.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+
+    /// Both ends, which a worker closes right after the fork.
+    pub(crate) fn raw_fds(&self) -> [i32; 2] {
+        [self.read.as_raw_fd(), self.write.as_raw_fd()]
+    }
+}
+
+/// In a freshly forked worker: give every supervised signal back its default meaning,
+/// except those a terminal sends to the whole process group (Ctrl-C, Ctrl-\, hangup,
+/// job control), which the worker ignores: only the parent decides when workers stop.
+pub(crate) fn reset_in_worker() {
+    PIPE_WRITE_FD.store(-1, Ordering::Relaxed);
+    let ignored = [
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGHUP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGUSR1,
+    ];
+    for sig in SUPERVISED {
+        let handler = if ignored.contains(&sig) {
+            SigHandler::SigIgn
+        } else {
+            SigHandler::SigDfl
+        };
+        // SAFETY: resetting to SIG_DFL/SIG_IGN installs no code.
+        let _ = unsafe { signal::signal(sig, handler) };
+    }
+}

@@ -1,0 +1,169 @@
+use super::*;
+
+const GRACE: Duration = Duration::from_secs(30);
+
+fn pid(n: i32) -> Pid {
+    Pid::from_raw(n)
+}
+
+/// A supervisor with `n` ready workers (pids 1..=n), started at `t0`.
+fn serving(n: usize, drain: DrainMode, t0: Instant) -> Supervisor {
+    let mut sup = Supervisor::new(n, drain, GRACE);
+    assert_eq!(sup.start(t0), vec![Action::Spawn; n]);
+    for i in 1..=n as i32 {
+        sup.spawned(pid(i));
+        assert!(sup.handle(Event::WorkerReady(pid(i)), t0).is_empty());
+    }
+    sup
+}
+
+fn exited(n: i32) -> Event {
+    Event::WorkerExited {
+        pid: pid(n),
+        exit: WorkerExit::Clean,
+    }
+}
+
+#[test]
+fn ebpf_stop_waits_for_a_settled_empty_queue_before_stopping_workers() {
+    let t0 = Instant::now();
+    let mut sup = serving(2, DrainMode::Ebpf, t0);
+    let term = sup.handle(Event::Signal(Signal::SIGTERM), t0);
+    assert_eq!(term, vec![Action::RefuseNewConnections]);
+    assert!(sup.wants_queue_length());
+    assert!(sup.handle(Event::QueueLength(3), t0 + ms(1)).is_empty());
+    assert!(sup.handle(Event::QueueLength(0), t0 + ms(2)).is_empty());
+    // A half-way handshake lands: the settle window starts over.
+    assert!(sup.handle(Event::QueueLength(1), t0 + ms(3)).is_empty());
+    assert!(sup.handle(Event::QueueLength(0), t0 + ms(4)).is_empty());
+    assert!(sup.handle(Event::QueueLength(0), t0 + ms(8)).is_empty());
+    let stop = sup.handle(Event::QueueLength(0), t0 + ms(9));
+    let within = GRACE - ms(9);
+    assert_eq!(
+        stop,
+        vec![
+            Action::StopWorker {
+                pid: pid(1),
+                within
+            },
+            Action::StopWorker {
+                pid: pid(2),
+                within
+            },
+            Action::CloseListener,
+        ]
+    );
+    assert!(!sup.wants_queue_length());
+    assert!(sup.handle(exited(1), t0 + ms(20)).is_empty());
+    assert_eq!(
+        sup.handle(exited(2), t0 + ms(21)),
+        vec![Action::Exit(ShutdownOutcome::Graceful)]
+    );
+}
+
+#[test]
+fn close_mode_closes_the_parent_copy_before_stopping_workers() {
+    let t0 = Instant::now();
+    let mut sup = serving(2, DrainMode::Close, t0);
+    let actions = sup.handle(Event::Signal(Signal::SIGINT), t0);
+    assert_eq!(actions[0], Action::CloseListener);
+    assert_eq!(actions.len(), 3);
+    assert!(!sup.wants_queue_length());
+}
+
+#[test]
+fn a_queue_that_never_empties_delays_the_stop_by_at_most_the_wait_limit() {
+    let t0 = Instant::now();
+    let mut sup = serving(1, DrainMode::Ebpf, t0);
+    sup.handle(Event::Signal(Signal::SIGTERM), t0);
+    assert!(sup.handle(Event::QueueLength(5), t0 + ms(999)).is_empty());
+    let actions = sup.handle(Event::QueueLength(5), t0 + QUEUE_WAIT_LIMIT);
+    assert!(matches!(actions[0], Action::StopWorker { .. }));
+}
+
+#[test]
+fn workers_alive_at_the_deadline_are_killed_and_the_exit_status_says_so() {
+    let t0 = Instant::now();
+    let mut sup = serving(2, DrainMode::Close, t0);
+    sup.handle(Event::Signal(Signal::SIGTERM), t0);
+    assert_eq!(sup.next_wakeup(t0), Some(t0 + GRACE));
+    assert!(sup.handle(Event::Tick, t0 + GRACE - ms(1)).is_empty());
+    sup.handle(exited(1), t0 + ms(10));
+    assert_eq!(
+        sup.handle(Event::Tick, t0 + GRACE),
+        vec![Action::Kill(pid(2))]
+    );
+    let last = Event::WorkerExited {
+        pid: pid(2),
+        exit: WorkerExit::Failed,
+    };
+    assert_eq!(
+        sup.handle(last, t0 + GRACE),
+        vec![Action::Exit(ShutdownOutcome::Forced)]
+    );
+}
+
+#[test]
+fn a_second_term_or_a_quit_stops_at_once() {
+    let t0 = Instant::now();
+    let mut sup = serving(2, DrainMode::Close, t0);
+    sup.handle(Event::Signal(Signal::SIGTERM), t0);
+    let again = sup.handle(Event::Signal(Signal::SIGTERM), t0 + ms(1));
+    assert_eq!(
+        again,
+        vec![
+            Action::Kill(pid(1)),
+            Action::Kill(pid(2)),
+            Action::CloseListener
+        ]
+    );
+    let mut sup = serving(1, DrainMode::Ebpf, t0);
+    let quit = sup.handle(Event::Signal(Signal::SIGQUIT), t0);
+    assert_eq!(quit, vec![Action::Kill(pid(1)), Action::CloseListener]);
+}
+
+#[test]
+fn an_unexpected_exit_is_replaced_at_once_and_a_crash_loop_backs_off() {
+    let t0 = Instant::now();
+    let mut sup = serving(2, DrainMode::Close, t0);
+    assert_eq!(sup.handle(exited(1), t0), vec![Action::Spawn]);
+    sup.spawned(pid(3));
+    // The replacement dies before it is ready: the next start waits.
+    assert!(sup.handle(exited(3), t0 + ms(5)).is_empty());
+    assert_eq!(sup.next_wakeup(t0 + ms(5)), Some(t0 + ms(105)));
+    assert!(sup.handle(Event::Tick, t0 + ms(50)).is_empty());
+    assert_eq!(sup.handle(Event::Tick, t0 + ms(105)), vec![Action::Spawn]);
+    sup.spawned(pid(4));
+    assert!(sup.handle(exited(4), t0 + ms(110)).is_empty());
+    assert_eq!(sup.next_wakeup(t0 + ms(110)), Some(t0 + ms(310)));
+}
+
+#[test]
+fn scaling_down_drains_one_worker_and_does_not_replace_it() {
+    let t0 = Instant::now();
+    let mut sup = serving(2, DrainMode::Ebpf, t0);
+    let actions = sup.handle(Event::Signal(Signal::SIGTTOU), t0);
+    assert_eq!(
+        actions,
+        vec![Action::StopWorker {
+            pid: pid(2),
+            within: GRACE
+        }]
+    );
+    assert!(sup.handle(exited(2), t0 + ms(3)).is_empty());
+    assert_eq!(
+        sup.handle(Event::Signal(Signal::SIGTTIN), t0),
+        vec![Action::Spawn]
+    );
+}
+
+#[test]
+fn the_last_worker_is_never_scaled_away() {
+    let t0 = Instant::now();
+    let mut sup = serving(1, DrainMode::Ebpf, t0);
+    assert!(sup.handle(Event::Signal(Signal::SIGTTOU), t0).is_empty());
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}

@@ -1,0 +1,220 @@
+//! A worker process: its own tokio runtime serving the application on the shared listener.
+
+mod connection;
+mod service;
+mod stop;
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::App;
+use crate::config::ServerConfig;
+use crate::control::ToParent;
+use crate::supervisor::spawn::WorkerStart;
+use connection::{serve_connection, ConnectionContext};
+use service::WorkerService;
+use stop::{wait_for_stop, StopRequest};
+
+/// Pause after an accept error such as EMFILE, so that a worker out of descriptors retries
+/// instead of spinning.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Runs a worker to completion and returns its exit status. Called right after the fork.
+pub(crate) fn run(start: WorkerStart, config: &ServerConfig, make_app: &dyn Fn() -> App) -> i32 {
+    let pid = std::process::id();
+    tracing::info!("Started server process [{pid}]");
+    let runtime = if config.worker_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the worker's runtime: {e}");
+            return 1;
+        }
+    };
+    let status = match runtime.block_on(serve(start, config, make_app)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("worker failed: {e}");
+            1
+        }
+    };
+    // Blocking tasks the app may have left must not delay the exit.
+    runtime.shutdown_background();
+    tracing::info!("Finished server process [{pid}]");
+    status
+}
+
+async fn serve(
+    start: WorkerStart,
+    config: &ServerConfig,
+    make_app: &dyn Fn() -> App,
+) -> io::Result<()> {
+    let app = make_app();
+    start.listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(start.listener)?;
+    start.control.set_nonblocking(true)?;
+    let (control_read, mut control_write) = UnixStream::from_std(start.control)?.into_split();
+
+    let context = Arc::new(ConnectionContext {
+        builder: connection_builder(config),
+        draining: CancellationToken::new(),
+        abort: CancellationToken::new(),
+        idle_drain_grace: config.idle_drain_grace,
+    });
+    let connections = TaskTracker::new();
+    let accept = Acceptor {
+        app: &app,
+        context: &context,
+        connections: &connections,
+        access_log: config.access_log,
+    };
+
+    control_write.write_all(&[ToParent::Ready.encode()]).await?;
+    let stop = wait_for_stop(control_read, config.graceful_timeout);
+    let StopRequest::Graceful(within) = accept.until_stopped(&listener, stop).await;
+    let deadline = Instant::now() + within;
+    tracing::info!("Shutting down");
+
+    // From here every response carries `Connection: close`.
+    context.draining.cancel();
+    accept.drain_queue(listener)?;
+    connections.close();
+    if tokio::time::timeout_at(deadline, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "graceful shutdown deadline reached: aborting {} connections",
+            connections.len()
+        );
+        context.abort.cancel();
+        connections.wait().await;
+    }
+    if !app.shutdown_hooks.is_empty() {
+        tracing::info!("Waiting for application shutdown.");
+        let hooks = async {
+            for hook in app.shutdown_hooks {
+                hook.await;
+            }
+        };
+        match tokio::time::timeout_at(deadline, hooks).await {
+            Ok(()) => tracing::info!("Application shutdown complete."),
+            Err(_) => tracing::warn!("application shutdown hooks cut short by the deadline"),
+        }
+    }
+    Ok(())
+}
+
+fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // hyper starts this timer whenever it waits for a request head, so it bounds both
+        // idle keep-alive connections and clients that send their head too slowly.
+        .header_read_timeout(config.keep_alive_timeout);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+/// Accepts connections and hands each to its own task.
+struct Acceptor<'a> {
+    app: &'a App,
+    context: &'a Arc<ConnectionContext>,
+    connections: &'a TaskTracker,
+    access_log: bool,
+}
+
+impl Acceptor<'_> {
+    /// Accepts until `stop` resolves. `accept()` is cancel-safe: when the stop wins the
+    /// select, no connection has been taken from the queue and lost.
+    async fn until_stopped(
+        &self,
+        listener: &TcpListener,
+        stop: impl std::future::Future<Output = StopRequest>,
+    ) -> StopRequest {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                biased;
+                request = &mut stop => return request,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => self.serve(stream, peer),
+                    Err(e) => {
+                        if is_per_connection_error(&e) {
+                            continue;
+                        }
+                        tracing::error!("accept failed: {e}; retrying in {ACCEPT_ERROR_PAUSE:?}");
+                        tokio::select! {
+                            request = &mut stop => return request,
+                            () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Accepts every connection still queued, then closes this worker's copy of the
+    /// listener. Nothing waits between the last accept and the close.
+    fn drain_queue(&self, listener: TcpListener) -> io::Result<()> {
+        let listener = listener.into_std()?;
+        loop {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    stream.set_nonblocking(true)?;
+                    self.serve(TcpStream::from_std(stream)?, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if is_per_connection_error(&e) => {}
+                Err(e) => {
+                    tracing::error!("accept failed while draining: {e}");
+                    break;
+                }
+            }
+        }
+        drop(listener);
+        Ok(())
+    }
+
+    fn serve(&self, stream: TcpStream, peer: std::net::SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let service = WorkerService {
+            router: self.app.router.clone(),
+            draining: self.context.draining.clone(),
+            peer,
+            access_log: self.access_log,
+        };
+        self.connections
+            .spawn(serve_connection(stream, service, Arc::clone(self.context)));
+    }
+}
+
+/// Errors that concern one connection only (the client gave up during the handshake).
+fn is_per_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}

@@ -1,0 +1,64 @@
+//! The per-request wrapper around the application: `Connection: close` while draining,
+//! and the access log line.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use axum::body::Body;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION};
+use hyper::{Request, Response, Version};
+use tokio_util::sync::CancellationToken;
+use tower_service::Service;
+
+/// Serves one connection's requests with the application.
+#[derive(Clone)]
+pub(crate) struct WorkerService {
+    /// The application (cheap to clone: an `Arc` inside).
+    pub(crate) router: Router,
+    /// Cancelled when the worker starts draining.
+    pub(crate) draining: CancellationToken,
+    /// The client, for the access log.
+    pub(crate) peer: SocketAddr,
+    /// Whether to write an access log line per request.
+    pub(crate) access_log: bool,
+}
+
+impl hyper::service::Service<Request<Incoming>> for WorkerService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let version = request.version();
+        let access = self
+            .access_log
+            .then(|| (request.method().clone(), request.uri().clone()));
+        let draining = self.draining.clone();
+        let peer = self.peer;
+        let response = self.router.clone().call(request.map(Body::new));
+        Box::pin(async move {
+            let Ok(mut response) = response.await;
+            // Decided when the response is ready, not when the request arrived: any response
+            // written during a drain tells the client to go elsewhere for its next request,
+            // so the connection closes after it and no request races with the close.
+            if draining.is_cancelled() && version < Version::HTTP_2 {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            if let Some((method, uri)) = access {
+                let status = response.status();
+                tracing::info!(
+                    "{peer} - \"{method} {uri} {version:?}\" {} {}",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or("")
+                );
+            }
+            Ok(response)
+        })
+    }
+}

@@ -1,0 +1,2 @@
+//! placeholder until the harness lands
+fn main() {}
