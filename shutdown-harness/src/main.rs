@@ -1,2 +1,62 @@
-//! placeholder until the harness lands
-fn main() {}
+//! `shutdown-harness`: drive traffic at a server, signal it, count every dropped request.
+//!
+//! Exit status: 0 when nothing was dropped and the server stopped as it should, 1 when it
+//! dropped requests or misbehaved, 2 on bad usage.
+
+mod options;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use shutdown_harness::{svg, HarnessError};
+
+fn main() -> ExitCode {
+    let options = options::Options::parse();
+    let plan = match options.plan() {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match runtime.block_on(shutdown_harness::run(&plan)) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(match e {
+                HarnessError::EmptyCommand | HarnessError::Launch(..) => 2,
+                _ => 1,
+            });
+        }
+    };
+    if let Some(path) = &options.json {
+        let written = serde_json::to_vec_pretty(&report)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(path, json));
+        if let Err(e) = written {
+            eprintln!("error: cannot write {}: {e}", path.display());
+        }
+    }
+    if let Some(path) = &options.svg {
+        if let Err(e) = std::fs::write(path, svg::render(&report)) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+        }
+    }
+    println!("server log: {}", plan.server_log.display());
+    println!("{}", report.text());
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

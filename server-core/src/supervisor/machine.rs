@@ -19,6 +19,9 @@ pub(crate) const QUEUE_SETTLE: Duration = Duration::from_millis(5);
 pub(crate) const QUEUE_POLL: Duration = Duration::from_millis(1);
 /// Longest wait for the accept queue to empty (workers that do not accept at all).
 pub(crate) const QUEUE_WAIT_LIMIT: Duration = Duration::from_secs(1);
+/// Workers are told to abort what is left this long before the parent's deadline, so
+/// that they exit by themselves and the SIGKILL at the deadline is only for the stuck.
+pub(crate) const WORKER_ABORT_MARGIN: Duration = Duration::from_millis(100);
 /// First delay before respawning a worker that died before it became ready.
 const RESPAWN_BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest delay between respawns of workers that keep dying at start.
@@ -235,7 +238,9 @@ impl Supervisor {
 
     fn stop_all_workers(&mut self, deadline: Instant, now: Instant) -> Vec<Action> {
         self.phase = Phase::Stopping { deadline };
-        let within = deadline.saturating_duration_since(now);
+        let within = deadline
+            .saturating_duration_since(now)
+            .saturating_sub(WORKER_ABORT_MARGIN);
         let mut actions = Vec::new();
         for (&pid, state) in &mut self.workers {
             if *state != WorkerState::Stopping {
@@ -281,7 +286,7 @@ impl Supervisor {
         // with the others. It only drains its own connections.
         vec![Action::StopWorker {
             pid,
-            within: self.graceful_timeout,
+            within: self.graceful_timeout.saturating_sub(WORKER_ABORT_MARGIN),
         }]
     }
 

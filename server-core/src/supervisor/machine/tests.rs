@@ -38,7 +38,7 @@ fn ebpf_stop_waits_for_a_settled_empty_queue_before_stopping_workers() {
     assert!(sup.handle(Event::QueueLength(0), t0 + ms(4)).is_empty());
     assert!(sup.handle(Event::QueueLength(0), t0 + ms(8)).is_empty());
     let stop = sup.handle(Event::QueueLength(0), t0 + ms(9));
-    let within = GRACE - ms(9);
+    let within = GRACE - ms(9) - WORKER_ABORT_MARGIN;
     assert_eq!(
         stop,
         vec![
@@ -147,7 +147,7 @@ fn scaling_down_drains_one_worker_and_does_not_replace_it() {
         actions,
         vec![Action::StopWorker {
             pid: pid(2),
-            within: GRACE
+            within: GRACE - WORKER_ABORT_MARGIN
         }]
     );
     assert!(sup.handle(exited(2), t0 + ms(3)).is_empty());

@@ -1,0 +1,171 @@
+//! Command-line options of the harness.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use nix::sys::signal::Signal;
+use shutdown_harness::{Plan, Scenario, ServerCommand, TrafficOverrides};
+
+/// Launch a server, drive traffic at it, send it a signal, and classify every request.
+/// Exits 0 only when no request was dropped and the server stopped in time.
+#[derive(Debug, Parser)]
+#[command(name = "shutdown-harness", version, about)]
+pub struct Options {
+    /// Traffic shape.
+    #[arg(long, value_enum, default_value_t = Scenario::Seed)]
+    pub scenario: Scenario,
+    /// Signal sent to the launched process: TERM, INT, HUP, TTIN, TTOU, QUIT, USR2
+    /// (default: HUP for the reload scenario, TERM otherwise).
+    #[arg(long)]
+    pub signal: Option<String>,
+    /// Seconds of traffic before the signal.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub signal_after: f64,
+    /// Seconds of traffic in all.
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    pub duration: f64,
+    /// Number of clients (the scenario's default otherwise).
+    #[arg(long)]
+    pub clients: Option<usize>,
+    /// Seconds each client waits between requests.
+    #[arg(long, value_name = "SECS")]
+    pub interval: Option<f64>,
+    /// Connect timeout in seconds.
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout: Option<f64>,
+    /// Request timeout in seconds.
+    #[arg(long, value_name = "SECS")]
+    pub request_timeout: Option<f64>,
+    /// Port, when the server command has no `{port}` (default 8000).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Longest acceptable time from the signal to the server's exit, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 40.0)]
+    pub max_exit_after: f64,
+    /// Longest wait for the server to answer `GET /`, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub ready_timeout: f64,
+    /// Write every request and the summary as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Draw the timeline as SVG.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Where the server's output goes (default: a file in the temp directory).
+    #[arg(long, value_name = "FILE")]
+    pub server_log: Option<PathBuf>,
+    /// The server command; `{port}` is replaced by a free port. Default: this workspace's
+    /// `server-cli --workers 2 --demo-shutdown-delay 10` (the seed's experiment).
+    #[arg(last = true, value_name = "SERVER_CMD")]
+    pub server: Vec<String>,
+}
+
+fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
+    if !(0.0..=86_400.0).contains(&value) {
+        bail!("--{name} must be between 0 and 86400 seconds, got {value}");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+fn parse_signal(name: &str) -> anyhow::Result<Signal> {
+    let upper = name.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    let signal: Signal = full
+        .parse()
+        .with_context(|| format!("`{name}` is not a signal name"))?;
+    const ALLOWED: [Signal; 7] = [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGQUIT,
+        Signal::SIGUSR2,
+    ];
+    if !ALLOWED.contains(&signal) {
+        bail!("--signal must be one of TERM, INT, HUP, TTIN, TTOU, QUIT, USR2");
+    }
+    Ok(signal)
+}
+
+/// The server command the harness runs when none is given: `server-cli` beside this
+/// executable, as `cargo build` leaves them.
+fn default_server() -> anyhow::Result<Vec<String>> {
+    let exe = std::env::current_exe().context("cannot find the harness's own executable")?;
+    let cli = exe
+        .parent()
+        .map(|dir| dir.join("server-cli"))
+        .filter(|p| p.exists())
+        .context("no server command given and no server-cli beside the harness; run `cargo build --workspace` first or pass `-- COMMAND`")?;
+    Ok(vec![
+        cli.display().to_string(),
+        "--workers".into(),
+        "2".into(),
+        "--demo-shutdown-delay".into(),
+        "10".into(),
+        "--port".into(),
+        "{port}".into(),
+    ])
+}
+
+impl Options {
+    /// Checks the options and turns them into a run plan.
+    pub fn plan(&self) -> anyhow::Result<Plan> {
+        let signal = match &self.signal {
+            Some(name) => parse_signal(name)?,
+            None => self.scenario.default_signal(),
+        };
+        let duration = seconds("duration", self.duration)?;
+        let signal_after = seconds("signal-after", self.signal_after)?;
+        if signal_after >= duration {
+            bail!(
+                "--signal-after ({}) must be less than --duration ({})",
+                self.signal_after,
+                self.duration
+            );
+        }
+        if self.clients == Some(0) {
+            bail!("--clients must be at least 1");
+        }
+        let overrides = TrafficOverrides {
+            clients: self.clients,
+            interval: self.interval.map(|s| seconds("interval", s)).transpose()?,
+            connect_timeout: self
+                .connect_timeout
+                .map(|s| seconds("connect-timeout", s))
+                .transpose()?,
+            request_timeout: self
+                .request_timeout
+                .map(|s| seconds("request-timeout", s))
+                .transpose()?,
+        };
+        let argv = if self.server.is_empty() {
+            default_server()?
+        } else {
+            self.server.clone()
+        };
+        let server_log = self.server_log.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("shutdown-harness-{}.log", std::process::id()))
+        });
+        Ok(Plan {
+            scenario: self.scenario,
+            server: ServerCommand { argv },
+            port: self.port,
+            signal,
+            signal_after,
+            duration,
+            clients: self.scenario.clients(overrides),
+            max_exit_after: seconds("max-exit-after", self.max_exit_after)?,
+            ready_timeout: seconds("ready-timeout", self.ready_timeout)?,
+            expect_exit: self.scenario.expects_exit()
+                && !matches!(signal, Signal::SIGHUP | Signal::SIGTTIN | Signal::SIGTTOU),
+            server_log,
+        })
+    }
+}

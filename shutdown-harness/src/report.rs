@@ -1,0 +1,264 @@
+//! Counting, judging and printing a run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::outcome::Outcome;
+use crate::run::{Plan, RequestRecord, ServerExit};
+use crate::scenario::{Role, Scenario};
+
+/// Counts of one outcome before and after the signal.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// The outcome (2xx folded into one row).
+    pub outcome: Outcome,
+    /// Its label.
+    pub label: String,
+    /// Requests started before the signal.
+    pub before_signal: usize,
+    /// Requests started at or after the signal.
+    pub after_signal: usize,
+}
+
+/// The verdict and the numbers behind it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Traffic shape.
+    pub scenario: Scenario,
+    /// The server command as run.
+    pub server_command: Vec<String>,
+    /// Signal sent.
+    pub signal: String,
+    /// Seconds after traffic start when the signal was sent.
+    pub signal_at: f64,
+    /// Requests of ordinary clients.
+    pub total: usize,
+    /// Answered with 2xx.
+    pub ok: usize,
+    /// Refused (clean).
+    pub refused: usize,
+    /// Lost: anything but ok and refused.
+    pub dropped: usize,
+    /// Slow requests (stuck on purpose) that did not complete: cut by the server's deadline.
+    pub slow_not_completed: usize,
+    /// Slow requests that completed.
+    pub slow_completed: usize,
+    /// Seconds from the signal to the first drop.
+    pub first_drop_after_signal: Option<f64>,
+    /// Seconds from the signal to the last drop.
+    pub last_drop_after_signal: Option<f64>,
+    /// Requests per second over the run (ordinary clients).
+    pub requests_per_sec: f64,
+    /// How the server ended.
+    pub server_exit: ServerExit,
+    /// Processes of the server's group still running after it exited.
+    pub orphans: Vec<u32>,
+    /// One row per outcome.
+    pub rows: Vec<Row>,
+    /// Why the run failed; empty when it passed.
+    pub failures: Vec<String>,
+}
+
+/// The whole result: summary plus every request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The verdict and counts.
+    pub summary: Summary,
+    /// Every request, in the order clients finished.
+    pub requests: Vec<RequestRecord>,
+    /// Seconds of traffic in all (for the timeline).
+    pub duration: f64,
+}
+
+impl Report {
+    /// Counts and judges the records of a run.
+    pub fn new(
+        plan: &Plan,
+        server_command: Vec<String>,
+        records: Vec<RequestRecord>,
+        signal_at: f64,
+        server_exit: ServerExit,
+        orphans: Vec<u32>,
+    ) -> Self {
+        let fast = || records.iter().filter(|r| r.role == Role::Fast);
+        let mut rows: BTreeMap<Outcome, (usize, usize)> = BTreeMap::new();
+        for r in fast() {
+            let row = rows.entry(r.outcome.row()).or_default();
+            if r.start < signal_at {
+                row.0 += 1;
+            } else {
+                row.1 += 1;
+            }
+        }
+        let drops: Vec<f64> = fast()
+            .filter(|r| r.outcome.is_drop())
+            .map(|r| r.end - signal_at)
+            .collect();
+        let slow: Vec<&RequestRecord> = records.iter().filter(|r| r.role == Role::Slow).collect();
+        let total = fast().count();
+        let duration = plan.duration.as_secs_f64();
+        let mut summary = Summary {
+            scenario: plan.scenario,
+            server_command,
+            signal: plan.signal.to_string(),
+            signal_at,
+            total,
+            ok: fast()
+                .filter(|r| matches!(r.outcome, Outcome::Ok(_)))
+                .count(),
+            refused: fast().filter(|r| r.outcome == Outcome::Refused).count(),
+            dropped: drops.len(),
+            slow_not_completed: slow.iter().filter(|r| r.outcome.is_drop()).count(),
+            slow_completed: slow
+                .iter()
+                .filter(|r| matches!(r.outcome, Outcome::Ok(_)))
+                .count(),
+            first_drop_after_signal: drops.iter().copied().reduce(f64::min),
+            last_drop_after_signal: drops.iter().copied().reduce(f64::max),
+            requests_per_sec: total as f64 / duration.max(0.001),
+            server_exit,
+            orphans,
+            rows: rows
+                .into_iter()
+                .map(|(outcome, (before, after))| Row {
+                    outcome,
+                    label: outcome.label(),
+                    before_signal: before,
+                    after_signal: after,
+                })
+                .collect(),
+            failures: Vec::new(),
+        };
+        summary.failures = judge(&summary, plan);
+        Self {
+            summary,
+            requests: records,
+            duration,
+        }
+    }
+
+    /// Whether the server lost nothing and stopped as it should.
+    pub fn passed(&self) -> bool {
+        self.summary.failures.is_empty()
+    }
+
+    /// The human-readable report; its last line starts with `dropped=`.
+    pub fn text(&self) -> String {
+        let s = &self.summary;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "scenario: {:?}   server: {}",
+            s.scenario,
+            s.server_command.join(" ")
+        );
+        let _ = writeln!(out, "signal: {} at {:.2} s", s.signal, s.signal_at);
+        let _ = writeln!(
+            out,
+            "{:<22} {:>14} {:>14}",
+            "outcome", "before signal", "after signal"
+        );
+        for row in &s.rows {
+            let mark = if row.outcome.is_drop() {
+                "  <- drop"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "{:<22} {:>14} {:>14}{mark}",
+                row.label, row.before_signal, row.after_signal
+            );
+        }
+        if let (Some(first), Some(last)) = (s.first_drop_after_signal, s.last_drop_after_signal) {
+            let _ = writeln!(
+                out,
+                "drops from {first:+.3} s to {last:+.3} s after the signal"
+            );
+        }
+        if s.slow_completed + s.slow_not_completed > 0 {
+            let _ = writeln!(
+                out,
+                "slow requests: {} completed, {} cut short (by the server's graceful deadline)",
+                s.slow_completed, s.slow_not_completed
+            );
+        }
+        let exit = match &s.server_exit {
+            ServerExit::Exited {
+                after_signal,
+                status,
+            } => format!("exited {after_signal:.3} s after the signal ({status})"),
+            ServerExit::ExitedBeforeSignal { status } => {
+                format!("exited before the signal ({status})")
+            }
+            ServerExit::DidNotExit => "did not exit in time; killed".into(),
+            ServerExit::KeptServing => "kept serving through the signal".into(),
+        };
+        let _ = writeln!(out, "server: {exit}");
+        if !s.orphans.is_empty() {
+            let _ = writeln!(out, "orphans left behind (killed): {:?}", s.orphans);
+        }
+        for failure in &s.failures {
+            let _ = writeln!(out, "FAIL: {failure}");
+        }
+        let exit_after = match &s.server_exit {
+            ServerExit::Exited { after_signal, .. } => format!("{after_signal:.3}s"),
+            _ => "-".into(),
+        };
+        let _ = write!(
+            out,
+            "dropped={} ok={} refused={} total={} rps={:.0} exit_after={exit_after} verdict={}",
+            s.dropped,
+            s.ok,
+            s.refused,
+            s.total,
+            s.requests_per_sec,
+            if self.passed() { "PASS" } else { "FAIL" }
+        );
+        out
+    }
+}
+
+fn judge(s: &Summary, plan: &Plan) -> Vec<String> {
+    let mut failures = Vec::new();
+    if s.dropped > 0 {
+        failures.push(format!("{} requests dropped", s.dropped));
+    }
+    if s.ok == 0 {
+        failures.push("no request was answered".into());
+    }
+    if !s.orphans.is_empty() {
+        failures.push(format!("{} processes left behind", s.orphans.len()));
+    }
+    match &s.server_exit {
+        ServerExit::Exited { after_signal, .. } if !plan.expect_exit => {
+            failures.push(format!(
+                "the server exited {after_signal:.3} s after {} instead of serving on",
+                s.signal
+            ));
+        }
+        ServerExit::Exited { after_signal, .. }
+            if *after_signal > plan.max_exit_after.as_secs_f64() =>
+        {
+            failures.push(format!("the server took {after_signal:.3} s to exit"));
+        }
+        ServerExit::Exited { .. } => {}
+        ServerExit::ExitedBeforeSignal { status } => {
+            failures.push(format!("the server exited before the signal ({status})"));
+        }
+        ServerExit::DidNotExit => failures.push(format!(
+            "the server did not exit within {:.1} s of the signal",
+            plan.max_exit_after.as_secs_f64()
+        )),
+        ServerExit::KeptServing => {}
+    }
+    if !plan.expect_exit && s.refused > 0 {
+        failures.push(format!(
+            "{} connections refused during {}",
+            s.refused, s.signal
+        ));
+    }
+    failures
+}

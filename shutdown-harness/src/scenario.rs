@@ -1,0 +1,117 @@
+//! The traffic shapes the harness drives, with the seed report's numbers as defaults.
+
+use std::time::Duration;
+
+use clap::ValueEnum;
+use serde::Serialize;
+
+use crate::client::RequestSpec;
+
+/// A traffic shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// The seed's curl loop, denser: 4 clients, a new connection per request, 50 ms apart,
+    /// connect timeout 100 ms, request timeout 1 s.
+    Seed,
+    /// Closed-loop clients back to back, a new connection per request (32 by default).
+    Load,
+    /// Clients on persistent connections, 10 ms between requests (16 by default).
+    Keepalive,
+    /// Seed-like fast clients plus 2 clients stuck on `/sleep` (requests in flight at stop).
+    Slow,
+    /// Load while the server reloads (SIGHUP): it must keep serving and not exit.
+    Reload,
+}
+
+/// Whether a client's failures count as drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Ordinary traffic: every failure is a drop.
+    Fast,
+    /// Requests that outlast the graceful deadline on purpose; reported apart.
+    Slow,
+}
+
+/// A set of identical clients.
+#[derive(Debug, Clone)]
+pub struct ClientGroup {
+    /// Whether their failures count as drops.
+    pub role: Role,
+    /// How many clients.
+    pub count: usize,
+    /// Whether they keep their connection between requests.
+    pub keep_alive: bool,
+    /// Pause after each request.
+    pub interval: Duration,
+    /// What each request is.
+    pub request: RequestSpec,
+}
+
+/// Overrides of a scenario's defaults, from the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrafficOverrides {
+    /// Number of (fast) clients.
+    pub clients: Option<usize>,
+    /// Pause between a client's requests.
+    pub interval: Option<Duration>,
+    /// Connect timeout.
+    pub connect_timeout: Option<Duration>,
+    /// Request timeout.
+    pub request_timeout: Option<Duration>,
+}
+
+fn get(path: &str, connect_timeout: Duration, request_timeout: Duration) -> RequestSpec {
+    RequestSpec {
+        method: "GET",
+        path: path.into(),
+        body: Vec::new(),
+        connect_timeout,
+        request_timeout,
+    }
+}
+
+impl Scenario {
+    /// The signal this scenario sends by default.
+    pub fn default_signal(self) -> nix::sys::signal::Signal {
+        match self {
+            Scenario::Reload => nix::sys::signal::Signal::SIGHUP,
+            _ => nix::sys::signal::Signal::SIGTERM,
+        }
+    }
+
+    /// Whether the server is expected to exit after the signal.
+    pub fn expects_exit(self) -> bool {
+        self != Scenario::Reload
+    }
+
+    /// The clients of this scenario.
+    pub fn clients(self, overrides: TrafficOverrides) -> Vec<ClientGroup> {
+        let ms = Duration::from_millis;
+        let (count, keep_alive, interval, connect, request) = match self {
+            Scenario::Seed | Scenario::Slow => (4, false, ms(50), ms(100), ms(1000)),
+            Scenario::Load | Scenario::Reload => (32, false, ms(0), ms(1000), ms(1000)),
+            Scenario::Keepalive => (16, true, ms(10), ms(1000), ms(1000)),
+        };
+        let connect = overrides.connect_timeout.unwrap_or(connect);
+        let request = overrides.request_timeout.unwrap_or(request);
+        let mut groups = vec![ClientGroup {
+            role: Role::Fast,
+            count: overrides.clients.unwrap_or(count),
+            keep_alive,
+            interval: overrides.interval.unwrap_or(interval),
+            request: get("/", connect, request),
+        }];
+        if self == Scenario::Slow {
+            groups.push(ClientGroup {
+                role: Role::Slow,
+                count: 2,
+                keep_alive: false,
+                interval: ms(50),
+                request: get("/sleep?secs=60", connect, Duration::from_secs(120)),
+            });
+        }
+        groups
+    }
+}

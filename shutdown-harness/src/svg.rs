@@ -1,0 +1,106 @@
+//! A timeline of a run: time on x, one lane per outcome, the signal and the exit marked.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::outcome::Outcome;
+use crate::report::Report;
+use crate::run::ServerExit;
+
+const WIDTH: f64 = 1000.0;
+const LEFT: f64 = 170.0;
+const RIGHT: f64 = 20.0;
+const LANE: f64 = 34.0;
+const TOP: f64 = 40.0;
+/// Time bins across the plot; each bin of a lane is shaded by how many requests ended in it.
+const BINS: usize = 400;
+
+/// Renders the report as a standalone SVG document.
+pub fn render(report: &Report) -> String {
+    let mut lanes: BTreeMap<Outcome, Vec<usize>> = BTreeMap::new();
+    let span = report.duration.max(0.001) + 1.0;
+    for r in &report.requests {
+        let bin = ((r.start / span) * BINS as f64) as usize;
+        lanes
+            .entry(r.outcome.row())
+            .or_insert_with(|| vec![0; BINS])[bin.min(BINS - 1)] += 1;
+    }
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let height = TOP + LANE * lanes.len().max(1) as f64 + 40.0;
+    let x = |t: f64| LEFT + (t / span).clamp(0.0, 1.0) * plot_w;
+    let s = &report.summary;
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="monospace" font-size="12">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        svg,
+        r#"<text x="10" y="20" font-size="14">{:?}: dropped={} ok={} refused={} (request start time, s)</text>"#,
+        s.scenario, s.dropped, s.ok, s.refused
+    );
+    for (i, (outcome, bins)) in lanes.iter().enumerate() {
+        let y = TOP + LANE * i as f64;
+        let color = if outcome.is_drop() {
+            "#d62728"
+        } else if *outcome == Outcome::Refused {
+            "#1f77b4"
+        } else {
+            "#2ca02c"
+        };
+        let total: usize = bins.iter().sum();
+        let _ = writeln!(
+            svg,
+            r#"<text x="10" y="{}">{} ({total})</text>"#,
+            y + LANE / 2.0 + 4.0,
+            outcome.label()
+        );
+        let peak = bins.iter().copied().max().unwrap_or(1).max(1) as f64;
+        for (b, &count) in bins.iter().enumerate().filter(|(_, c)| **c > 0) {
+            // Drops are drawn at full strength however few they are: one must be visible.
+            let opacity = if outcome.is_drop() {
+                1.0
+            } else {
+                0.25 + 0.75 * count as f64 / peak
+            };
+            let _ = writeln!(
+                svg,
+                r#"<rect x="{:.1}" y="{:.1}" width="{:.2}" height="{:.1}" fill="{color}" fill-opacity="{opacity:.2}"><title>{count}</title></rect>"#,
+                LEFT + plot_w * b as f64 / BINS as f64,
+                y + 4.0,
+                (plot_w / BINS as f64).max(1.5),
+                LANE - 8.0
+            );
+        }
+    }
+    let bottom = TOP + LANE * lanes.len().max(1) as f64;
+    for sec in 0..=(span as usize) {
+        let tx = x(sec as f64);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{tx:.1}" y1="{TOP}" x2="{tx:.1}" y2="{bottom}" stroke="#ddd"/><text x="{tx:.1}" y="{}" text-anchor="middle">{sec}</text>"##,
+            bottom + 15.0
+        );
+    }
+    let mut marker = |t: f64, label: &str, color: &str| {
+        let mx = x(t);
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{mx:.1}" y1="{}" x2="{mx:.1}" y2="{bottom}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{}" fill="{color}">{label}</text>"#,
+            TOP - 8.0,
+            mx + 3.0,
+            TOP - 10.0
+        );
+    };
+    marker(
+        s.signal_at,
+        &format!("SIG{}", s.signal.trim_start_matches("SIG")),
+        "#9467bd",
+    );
+    if let ServerExit::Exited { after_signal, .. } = s.server_exit {
+        marker(s.signal_at + after_signal, "exit", "#333");
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
