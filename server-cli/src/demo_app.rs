@@ -45,6 +45,7 @@ async fn sleep(Query(query): Query<SleepQuery>) -> Json<Value> {
         .secs
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map_or(DEFAULT_SLEEP, |s| Duration::from_secs_f64(s.min(86_400.0)));
+    tracing::info!("demo: /sleep waiting {:.3} s", wait.as_secs_f64());
     tokio::time::sleep(wait).await;
     Json(json!({"slept": wait.as_secs_f64()}))
 }

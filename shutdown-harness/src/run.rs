@@ -20,6 +20,8 @@ use crate::scenario::{ClientGroup, Role, Scenario};
 /// Most requests one client may send in a run (every loop is bounded in count as well as
 /// in time).
 const MAX_REQUESTS_PER_CLIENT: usize = 2_000_000;
+/// How long processes of the server's group may outlive it before they count as orphans.
+const ORPHAN_GRACE: Duration = Duration::from_secs(1);
 /// Port of a server command without `{port}` when `--port` is not given (uvicorn's default).
 const DEFAULT_PORT: u16 = 8000;
 
@@ -151,7 +153,7 @@ pub async fn run(plan: &Plan) -> Result<Report, HarnessError> {
         ServerExit::KeptServing => stop_after_reload(&mut child, plan).await,
         other => other,
     };
-    let orphans = live_group_members(pid);
+    let orphans = lingering_group_members(pid).await;
     if !orphans.is_empty() {
         kill_group(pid);
     }
@@ -227,6 +229,19 @@ async fn stop_after_reload(child: &mut Child, plan: &Plan) -> ServerExit {
     match tokio::time::timeout(plan.max_exit_after, child.wait()).await {
         Ok(_) => ServerExit::KeptServing,
         Err(_) => ServerExit::DidNotExit,
+    }
+}
+
+/// Members of the server's process group still running once it has exited. A helper that
+/// is already on its way out (it noticed its parent's exit) gets a short grace.
+async fn lingering_group_members(pgid: u32) -> Vec<u32> {
+    let give_up = Instant::now() + ORPHAN_GRACE;
+    loop {
+        let members = live_group_members(pgid);
+        if members.is_empty() || Instant::now() >= give_up {
+            return members;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

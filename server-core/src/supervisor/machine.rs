@@ -131,6 +131,9 @@ pub(crate) struct Supervisor {
     graceful_timeout: Duration,
     /// Workers that died before becoming ready, in a row.
     failed_starts: u32,
+    /// Spawn actions handed out that the loop has not reported back through
+    /// [`Supervisor::spawned`] yet; counted as workers so that none is started twice.
+    spawns_pending: usize,
     /// No respawn before this instant (crash-loop backoff).
     respawn_not_before: Option<Instant>,
     /// A worker had to be killed at the deadline, or failed while stopping.
@@ -147,6 +150,7 @@ impl Supervisor {
             drain,
             graceful_timeout,
             failed_starts: 0,
+            spawns_pending: 0,
             respawn_not_before: None,
             unclean_stop: false,
         }
@@ -159,6 +163,7 @@ impl Supervisor {
 
     /// Records a worker the loop has just forked.
     pub(crate) fn spawned(&mut self, pid: Pid) {
+        self.spawns_pending = self.spawns_pending.saturating_sub(1);
         self.workers.insert(pid, WorkerState::Starting);
     }
 
@@ -381,7 +386,7 @@ impl Supervisor {
             .values()
             .filter(|s| **s != WorkerState::Stopping)
             .count();
-        self.desired.saturating_sub(serving)
+        self.desired.saturating_sub(serving + self.spawns_pending)
     }
 
     fn restore_worker_count(&mut self, now: Instant) -> Vec<Action> {
@@ -391,11 +396,12 @@ impl Supervisor {
         if self.respawn_not_before.is_some_and(|t| now < t) {
             return Vec::new();
         }
-        let missing = self.missing_workers();
-        if missing > 0 && self.failed_starts > 0 {
+        let mut missing = self.missing_workers();
+        if self.failed_starts > 0 {
             // Crash loop: one at a time, each after its backoff.
-            return vec![Action::Spawn];
+            missing = missing.min(1);
         }
+        self.spawns_pending += missing;
         vec![Action::Spawn; missing]
     }
 

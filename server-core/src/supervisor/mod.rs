@@ -89,14 +89,14 @@ pub(crate) fn run<'a>(
         return Ok(outcome);
     }
     loop {
-        let events = parent.wait_for_events(&supervisor)?;
-        let mut actions = Vec::new();
-        for event in events {
-            actions.extend(supervisor.handle(event, Instant::now()));
-        }
-        if let Some(outcome) = parent.execute(actions, &mut supervisor)? {
-            tracing::info!("Stopping parent process [{}]", std::process::id());
-            return Ok(outcome);
+        // Each event's actions are carried out before the next event is handled, so that
+        // the supervisor always decides on the state the previous actions produced.
+        for event in parent.wait_for_events(&supervisor)? {
+            let actions = supervisor.handle(event, Instant::now());
+            if let Some(outcome) = parent.execute(actions, &mut supervisor)? {
+                tracing::info!("Stopping parent process [{}]", std::process::id());
+                return Ok(outcome);
+            }
         }
     }
 }

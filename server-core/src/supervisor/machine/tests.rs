@@ -158,6 +158,19 @@ fn scaling_down_drains_one_worker_and_does_not_replace_it() {
 }
 
 #[test]
+fn a_spawn_not_yet_carried_out_is_not_asked_for_twice() {
+    let t0 = Instant::now();
+    let mut sup = serving(2, DrainMode::Ebpf, t0);
+    assert_eq!(
+        sup.handle(Event::Signal(Signal::SIGTTIN), t0),
+        vec![Action::Spawn]
+    );
+    assert!(sup.handle(Event::Tick, t0).is_empty());
+    sup.spawned(pid(3));
+    assert!(sup.handle(Event::Tick, t0).is_empty());
+}
+
+#[test]
 fn the_last_worker_is_never_scaled_away() {
     let t0 = Instant::now();
     let mut sup = serving(1, DrainMode::Ebpf, t0);

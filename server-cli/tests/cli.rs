@@ -1,0 +1,118 @@
+//! Options, bad input and the demo routes, on the real binary.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use common::{http_get, raw_request, RunningServer};
+use nix::sys::signal::Signal;
+
+fn cli() -> Command {
+    Command::cargo_bin("server-cli").unwrap()
+}
+
+#[test]
+fn invalid_options_exit_2_with_a_message() {
+    cli()
+        .args(["--workers", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--workers"));
+    cli().args(["--no-such-option"]).assert().code(2);
+    cli()
+        .args(["--timeout-graceful-shutdown=-1"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("seconds"));
+    cli().args(["--host", "not-an-ip"]).assert().code(2);
+}
+
+#[test]
+fn a_port_in_use_exits_1_at_once_naming_the_address() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let started = Instant::now();
+    cli()
+        .args(["--port", &port.to_string(), "--workers", "2"])
+        .timeout(Duration::from_secs(10))
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(format!(
+            "127.0.0.1:{port} is already in use"
+        )));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_demo_app_answers_its_routes() {
+    let server = RunningServer::start(&["--workers", "1"]);
+    let root = http_get(server.addr, "/").unwrap();
+    assert_eq!(
+        (root.status, root.body.as_str()),
+        (200, r#"{"Hello":"World"}"#)
+    );
+    assert_eq!(http_get(server.addr, "/healthz").unwrap().status, 200);
+    let slept = http_get(server.addr, "/sleep?secs=0.01").unwrap();
+    assert_eq!(slept.status, 200);
+    let echo = raw_request(
+        server.addr,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .unwrap();
+    assert_eq!((echo.status, echo.body.as_str()), (200, r#"{"len":5}"#));
+    assert_eq!(http_get(server.addr, "/missing").unwrap().status, 404);
+}
+
+#[test]
+fn malformed_http_gets_400_and_the_worker_keeps_serving() {
+    let server = RunningServer::start(&["--workers", "1"]);
+    let bad = raw_request(server.addr, b"THIS IS NOT HTTP\r\n\r\n").unwrap();
+    assert_eq!(bad.status, 400);
+    let worker = server.wait_for_workers(1);
+    assert_eq!(http_get(server.addr, "/").unwrap().status, 200);
+    assert_eq!(
+        server.wait_for_workers(1),
+        worker,
+        "the worker was replaced"
+    );
+}
+
+#[test]
+fn logs_in_uvicorn_style_and_an_access_line_per_request() {
+    let mut server = RunningServer::start(&["--workers", "2"]);
+    server.wait_for_line("Started parent process [");
+    server.wait_for_line("Listener drain: ");
+    http_get(server.addr, "/healthz").unwrap();
+    server.wait_for_line(r#""GET /healthz HTTP/1.1" 200 OK"#);
+    server.signal(Signal::SIGTERM);
+    server.wait_for_line("Finished server process [");
+    server.wait_for_line("Stopping parent process [");
+    let (status, _) = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success());
+    assert!(server
+        .log
+        .iter()
+        .all(|l| l.starts_with("INFO:     ") || l.starts_with("WARNING:  ")));
+}
+
+#[test]
+fn no_access_log_turns_the_access_lines_off() {
+    let mut server = RunningServer::start(&["--no-access-log"]);
+    http_get(server.addr, "/healthz").unwrap();
+    server.signal(Signal::SIGTERM);
+    server.wait_exit(Duration::from_secs(10));
+    server.wait_for_line("Stopping parent process");
+    assert!(
+        !server.log.iter().any(|l| l.contains("GET /healthz")),
+        "{:?}",
+        server.log
+    );
+}
