@@ -132,7 +132,7 @@ fn load_with_new_connections_drops_nothing_with_the_ebpf_drain() {
 }
 
 #[test]
-fn load_with_the_close_fallback_drops_nothing_here_either() {
+fn load_with_the_close_fallback_refuses_and_drops_at_most_the_residual_race() {
     let overrides = TrafficOverrides {
         clients: Some(16),
         ..TrafficOverrides::default()
@@ -145,9 +145,17 @@ fn load_with_the_close_fallback_drops_nothing_here_either() {
         "--no-access-log",
     ];
     let report = run(&plan_with(Scenario::Load, &args, 1.5, 3.0, overrides));
-    // The fallback has a rare residual race (see the README's measurements); a single run
-    // at this size is expected to be clean.
-    assert_zero_drop(&report);
+    // The fallback has a rare residual race: a connection that lands in the queue between
+    // the last worker's final accept and its close is reset (README: 1 drop in 20 runs of
+    // the full-size load scenario). Anything more means the fallback is broken.
+    let s = &report.summary;
+    assert!(s.dropped <= 1, "{}", report.text());
+    assert!(
+        s.ok > 0 && s.refused > 0 && s.orphans.is_empty(),
+        "{}",
+        report.text()
+    );
+    assert!(exit_after(&report) < 1.0);
 }
 
 #[test]

@@ -49,8 +49,8 @@ pub struct Summary {
     pub first_drop_after_signal: Option<f64>,
     /// Seconds from the signal to the last drop.
     pub last_drop_after_signal: Option<f64>,
-    /// Requests per second over the run (ordinary clients).
-    pub requests_per_sec: f64,
+    /// Requests answered with 2xx per second before the signal (the harness's throughput).
+    pub ok_per_sec_before_signal: f64,
     /// How the server ended.
     pub server_exit: ServerExit,
     /// Processes of the server's group still running after it exited.
@@ -117,7 +117,10 @@ impl Report {
                 .count(),
             first_drop_after_signal: drops.iter().copied().reduce(f64::min),
             last_drop_after_signal: drops.iter().copied().reduce(f64::max),
-            requests_per_sec: total as f64 / duration.max(0.001),
+            ok_per_sec_before_signal: fast()
+                .filter(|r| r.start < signal_at && matches!(r.outcome, Outcome::Ok(_)))
+                .count() as f64
+                / signal_at.max(0.001),
             server_exit,
             orphans,
             rows: rows
@@ -209,12 +212,12 @@ impl Report {
         };
         let _ = write!(
             out,
-            "dropped={} ok={} refused={} total={} rps={:.0} exit_after={exit_after} verdict={}",
+            "dropped={} ok={} refused={} total={} ok_rps_before_signal={:.0} exit_after={exit_after} verdict={}",
             s.dropped,
             s.ok,
             s.refused,
             s.total,
-            s.requests_per_sec,
+            s.ok_per_sec_before_signal,
             if self.passed() { "PASS" } else { "FAIL" }
         );
         out

@@ -20,6 +20,8 @@ use crate::scenario::{ClientGroup, Role, Scenario};
 /// Most requests one client may send in a run (every loop is bounded in count as well as
 /// in time).
 const MAX_REQUESTS_PER_CLIENT: usize = 2_000_000;
+/// Pause of a client after a refused connection.
+const REFUSED_RETRY_PAUSE: Duration = Duration::from_millis(10);
 /// How long processes of the server's group may outlive it before they count as orphans.
 const ORPHAN_GRACE: Duration = Duration::from_secs(1);
 /// Port of a server command without `{port}` when `--port` is not given (uvicorn's default).
@@ -281,8 +283,15 @@ async fn client_loop(
             end: started.elapsed().as_secs_f64(),
             outcome,
         });
-        if !group.interval.is_zero() {
-            tokio::time::sleep(group.interval).await;
+        // A refused client retries after a short pause, as a real one does; hammering a
+        // closed port in a tight loop would only flood the records.
+        let pause = if outcome == Outcome::Refused {
+            group.interval.max(REFUSED_RETRY_PAUSE)
+        } else {
+            group.interval
+        };
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
         }
     }
     records
