@@ -262,3 +262,80 @@ fn an_unexpected_worker_death_is_replaced() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Runs `server-cli` without CAP_BPF (and CAP_SYS_ADMIN), as an unprivileged deployment would.
+fn without_bpf_privileges(args: &[&str]) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        "setpriv",
+        "--bounding-set",
+        "-bpf,-sys_admin",
+        "--",
+        server_cli(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.extend(args.iter().map(|s| s.to_string()));
+    argv
+}
+
+#[test]
+fn without_cap_bpf_auto_falls_back_to_close_and_still_drops_nothing() {
+    let mut plan = plan(Scenario::Seed, &[], 1.0, 2.5);
+    plan.server.argv = without_bpf_privileges(&["--workers", "2", "--port", "{port}"]);
+    let report = run(&plan);
+    assert_zero_drop(&report);
+    let log = std::fs::read_to_string(&plan.server_log).unwrap();
+    assert!(log.contains("eBPF listener drain unavailable"), "{log}");
+    assert!(log.contains("Listener drain: close"), "{log}");
+}
+
+#[test]
+fn without_cap_bpf_an_explicit_ebpf_drain_refuses_to_start() {
+    let output = std::process::Command::new("setpriv")
+        .args(without_bpf_privileges(&["--port", "0", "--listener-drain", "ebpf"])[1..].iter())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot use the eBPF listener drain"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn responses_written_during_the_drain_carry_connection_close() {
+    use std::io::{Read, Write};
+    let mut server = RunningServer::start(&["--workers", "1"]);
+    // An in-flight request on a keep-alive connection when the stop begins.
+    let mut busy = std::net::TcpStream::connect(server.addr).unwrap();
+    busy.write_all(b"GET /sleep?secs=0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    server.wait_for_line("demo: /sleep waiting");
+    // An idle keep-alive connection that sends its next request during the drain.
+    let mut idle = std::net::TcpStream::connect(server.addr).unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 1024];
+    let n = idle.read(&mut first).unwrap();
+    assert!(!String::from_utf8_lossy(&first[..n]).contains("connection: close"));
+
+    server.signal(Signal::SIGTERM);
+    // The parent logs "Shutting down" first, then the worker when it starts draining.
+    server.wait_for_lines("Shutting down", 2);
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    for stream in [&mut busy, &mut idle] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut response = String::new();
+        // The server closes after the response: read_to_string ends.
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains("connection: close"), "{response}");
+    }
+    let (status, _) = server.wait_exit(Duration::from_secs(5));
+    assert!(status.success());
+}

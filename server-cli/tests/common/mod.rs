@@ -80,21 +80,22 @@ impl RunningServer {
 
     /// Waits (bounded) for a log line containing `needle`, and returns it.
     pub fn wait_for_line(&mut self, needle: &str) -> String {
-        if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
-            return line.clone();
-        }
+        self.wait_for_lines(needle, 1)
+    }
+
+    /// Waits (bounded) until `count` log lines contain `needle`; returns the last of them.
+    pub fn wait_for_lines(&mut self, needle: &str, count: usize) -> String {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
+            let matching: Vec<&String> = self.log.iter().filter(|l| l.contains(needle)).collect();
+            if matching.len() >= count {
+                return matching[count - 1].clone();
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
+                Ok(line) => self.log.push(line),
                 Err(_) => panic!(
-                    "no log line with {needle:?}; log so far:\n{}",
+                    "fewer than {count} log lines with {needle:?}; log so far:\n{}",
                     self.log.join("\n")
                 ),
             }
