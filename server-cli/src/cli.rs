@@ -43,6 +43,23 @@ pub struct Cli {
     /// Do not write access log lines.
     #[arg(long)]
     pub no_access_log: bool,
+    /// Seconds without a heartbeat from a worker's runtime before it is replaced as hung.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_seconds)]
+    pub timeout_worker_healthcheck: f64,
+    /// Replace a worker after it has served this many requests (its replacement is ready
+    /// first).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit_max_requests: Option<u64>,
+    /// Add up to this many requests at random to each worker's quota.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub limit_max_requests_jitter: u64,
+    /// Replacement workers started at once during a rolling restart (SIGHUP).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_surge: u16,
+    /// Serve on this inherited listening socket instead of binding (--host/--port ignored).
+    /// A socket passed by systemd (LISTEN_FDS) is used the same way.
+    #[arg(long, value_name = "N")]
+    pub fd: Option<i32>,
     /// Seconds the demo app's shutdown hook sleeps, as the seed report's app does.
     #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_seconds)]
     pub demo_shutdown_delay: f64,
@@ -92,7 +109,14 @@ impl LogLevel {
 impl Cli {
     /// The server configuration these options describe.
     pub fn server_config(&self) -> ServerConfig {
-        let mut config = ServerConfig::new(Bind::Tcp(SocketAddr::new(self.host, self.port)));
+        let bind = match (
+            self.fd,
+            server_core::socket_activation::inherited_listener(),
+        ) {
+            (Some(fd), _) | (None, Some(fd)) => Bind::Inherited(fd),
+            (None, None) => Bind::Tcp(SocketAddr::new(self.host, self.port)),
+        };
+        let mut config = ServerConfig::new(bind);
         config.workers = usize::from(self.workers);
         config.graceful_timeout = Duration::from_secs_f64(self.timeout_graceful_shutdown);
         config.keep_alive_timeout = Duration::from_secs_f64(self.timeout_keep_alive);
@@ -103,6 +127,10 @@ impl Cli {
             DrainArg::Close => ListenerDrain::Close,
         };
         config.access_log = !self.no_access_log;
+        config.healthcheck_timeout = Duration::from_secs_f64(self.timeout_worker_healthcheck);
+        config.max_requests = self.limit_max_requests;
+        config.max_requests_jitter = self.limit_max_requests_jitter;
+        config.max_surge = usize::from(self.max_surge);
         config
     }
 }

@@ -19,6 +19,7 @@ pub fn demo_app(shutdown_delay: Duration) -> App {
     let router = Router::new()
         .route("/", get(|| async { Json(json!({"Hello": "World"})) }))
         .route("/sleep", get(sleep))
+        .route("/block", get(block))
         .route("/echo", post(echo))
         .route("/healthz", get(|| async { "ok" }));
     let app = App::new(router);
@@ -48,6 +49,21 @@ async fn sleep(Query(query): Query<SleepQuery>) -> Json<Value> {
     tracing::info!("demo: /sleep waiting {:.3} s", wait.as_secs_f64());
     tokio::time::sleep(wait).await;
     Json(json!({"slept": wait.as_secs_f64()}))
+}
+
+/// Blocks the worker's runtime thread (a handler stuck in a CPU loop or a blocking call):
+/// the supervisor's health check must notice and replace the worker.
+async fn block(Query(query): Query<SleepQuery>) -> Json<Value> {
+    let wait = query
+        .secs
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(DEFAULT_SLEEP, |s| Duration::from_secs_f64(s.min(86_400.0)));
+    tracing::info!(
+        "demo: /block blocking the runtime for {:.3} s",
+        wait.as_secs_f64()
+    );
+    std::thread::sleep(wait);
+    Json(json!({"blocked": wait.as_secs_f64()}))
 }
 
 /// A non-idempotent request, which no proxy may retry: it reports the body length.

@@ -48,6 +48,17 @@ pub struct ServerConfig {
     pub worker_threads: usize,
     /// Whether each worker logs one line per request.
     pub access_log: bool,
+    /// A worker whose runtime sends no heartbeat for this long is hung and is replaced
+    /// (gracefully first). Long enough not to kill a worker that is merely busy: heartbeats
+    /// come from the worker's runtime, which slow async requests do not block.
+    pub healthcheck_timeout: Duration,
+    /// During a rolling restart (SIGHUP), how many replacement workers start at once.
+    pub max_surge: usize,
+    /// A worker that has served this many requests is replaced (its replacement ready first).
+    pub max_requests: Option<u64>,
+    /// Up to this many requests are added at random to each worker's quota, so that workers
+    /// started together are not all replaced together.
+    pub max_requests_jitter: u64,
 }
 
 /// The address a server listens on.
@@ -55,6 +66,9 @@ pub struct ServerConfig {
 pub enum Bind {
     /// Bind a new TCP socket at this address.
     Tcp(SocketAddr),
+    /// Use a listening TCP socket this process inherited at this descriptor (systemd socket
+    /// activation, `--fd`, or a binary upgrade). Nothing is bound.
+    Inherited(std::os::fd::RawFd),
 }
 
 impl ServerConfig {
@@ -70,6 +84,10 @@ impl ServerConfig {
             listener_drain: ListenerDrain::Auto,
             worker_threads: 1,
             access_log: true,
+            healthcheck_timeout: Duration::from_secs(10),
+            max_surge: 1,
+            max_requests: None,
+            max_requests_jitter: 0,
         }
     }
 }

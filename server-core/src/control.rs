@@ -48,13 +48,22 @@ impl ToWorker {
 pub(crate) enum ToParent {
     /// The worker is accepting connections.
     Ready,
+    /// The worker's runtime is alive (sent every [`HEARTBEAT_INTERVAL`]).
+    Heartbeat,
+    /// The worker has served its request quota and asks to be replaced.
+    QuotaReached,
 }
+
+/// How often a worker proves its runtime alive.
+pub(crate) const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
 impl ToParent {
     /// The message's byte on the wire.
     pub(crate) fn encode(self) -> u8 {
         match self {
             ToParent::Ready => b'R',
+            ToParent::Heartbeat => b'H',
+            ToParent::QuotaReached => b'Q',
         }
     }
 
@@ -62,6 +71,8 @@ impl ToParent {
     pub(crate) fn decode(byte: u8) -> Option<Self> {
         match byte {
             b'R' => Some(ToParent::Ready),
+            b'H' => Some(ToParent::Heartbeat),
+            b'Q' => Some(ToParent::QuotaReached),
             _ => None,
         }
     }

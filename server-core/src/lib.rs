@@ -14,8 +14,10 @@ mod error;
 mod kernel_refusal;
 mod listener;
 pub mod logging;
+mod notify;
 mod server;
 mod signals;
+pub mod socket_activation;
 mod supervisor;
 mod worker;
 

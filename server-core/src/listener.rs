@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -50,6 +51,56 @@ pub(crate) fn bind(addr: SocketAddr, backlog: i32, reuse_port: ReusePort) -> Res
         .set_nonblocking(true)
         .map_err(|e| Error::sys("cannot make the listener non-blocking", e))?;
     Ok(socket.into())
+}
+
+/// Takes over a listening socket this process inherited (socket activation, `--fd`, a
+/// binary upgrade). Checks that it is a listening TCP socket, makes it close-on-exec (the
+/// workers it is forked to keep it; programs they exec do not) and non-blocking, and reports
+/// whether it belongs to a reuseport group (only then can the refusal program attach).
+pub(crate) fn adopt(fd: RawFd) -> Result<(TcpListener, ReusePort)> {
+    let invalid = |why: String| Error::Config(format!("inherited descriptor {fd} {why}"));
+    // SAFETY: F_GETFD only reads the descriptor table.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(invalid("is not open".into()));
+    }
+    // SAFETY: the descriptor is open and was handed to this process to own.
+    let socket = unsafe { Socket::from_raw_fd(fd) };
+    let check = |socket: &Socket| -> io::Result<Option<String>> {
+        if socket.r#type()? != Type::STREAM {
+            return Ok(Some("is not a stream socket".into()));
+        }
+        let domain = socket.domain()?;
+        if domain != Domain::IPV4 && domain != Domain::IPV6 {
+            return Ok(Some("is not a TCP socket".into()));
+        }
+        if !socket.is_listener()? {
+            return Ok(Some("is not listening".into()));
+        }
+        Ok(None)
+    };
+    match check(&socket) {
+        Ok(None) => {}
+        Ok(Some(why)) => {
+            // Not ours to close: leave it to whoever passed it.
+            let _ = socket.into_raw_fd();
+            return Err(invalid(why));
+        }
+        Err(e) => {
+            let _ = socket.into_raw_fd();
+            return Err(invalid(format!("is not a socket ({e})")));
+        }
+    }
+    socket
+        .set_cloexec(true)
+        .map_err(|e| Error::sys("cannot make the inherited listener close-on-exec", e))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| Error::sys("cannot make the inherited listener non-blocking", e))?;
+    let reuse_port = match socket.reuse_port() {
+        Ok(true) => ReusePort::Group,
+        _ => ReusePort::Off,
+    };
+    Ok((socket.into(), reuse_port))
 }
 
 #[cfg(test)]

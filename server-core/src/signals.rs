@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 static PIPE_WRITE_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// Signals the supervisor acts on.
-pub(crate) const SUPERVISED: [Signal; 8] = [
+pub(crate) const SUPERVISED: [Signal; 9] = [
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGQUIT,
@@ -25,6 +25,7 @@ pub(crate) const SUPERVISED: [Signal; 8] = [
     Signal::SIGTTIN,
     Signal::SIGTTOU,
     Signal::SIGUSR1,
+    Signal::SIGUSR2,
 ];
 
 extern "C" fn record_signal(signum: libc::c_int) {
@@ -104,6 +105,7 @@ pub(crate) fn reset_in_worker() {
         Signal::SIGTTIN,
         Signal::SIGTTOU,
         Signal::SIGUSR1,
+        Signal::SIGUSR2,
     ];
     for sig in SUPERVISED {
         let handler = if ignored.contains(&sig) {

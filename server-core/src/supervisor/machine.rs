@@ -1,8 +1,9 @@
 //! The supervisor's decisions, without any I/O: events in, actions out.
 //!
-//! Keeping the state machine pure means every transition (stop, kill, respawn, scale) is
-//! one `match` that unit tests drive with synthetic events and a fake clock, and the loop in
-//! [`super::run`] is the only place that touches processes and sockets.
+//! Keeping the state machine pure means every transition (stop, kill, respawn, scale,
+//! rolling restart, recycling, health) is one `match` that unit tests drive with synthetic
+//! events and a fake clock, and the loop in [`super::run`] is the only place that touches
+//! processes and sockets.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -36,6 +37,21 @@ pub(crate) enum DrainMode {
     Close,
 }
 
+/// The settings the supervisor decides with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    /// Workers to keep.
+    pub(crate) workers: usize,
+    /// How the listener refuses at stop.
+    pub(crate) drain: DrainMode,
+    /// Budget of every graceful worker stop, and of the whole shutdown.
+    pub(crate) graceful_timeout: Duration,
+    /// A worker silent for this long (no heartbeat, or not ready after its start) is hung.
+    pub(crate) healthcheck_timeout: Duration,
+    /// Replacement workers started at once during a rolling restart.
+    pub(crate) max_surge: usize,
+}
+
 /// Something the loop observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Event {
@@ -43,6 +59,10 @@ pub(crate) enum Event {
     Signal(Signal),
     /// A worker reported that it accepts connections.
     WorkerReady(Pid),
+    /// A worker's runtime is alive (sent every second).
+    WorkerHeartbeat(Pid),
+    /// A worker has served its request quota and asks to be replaced.
+    WorkerQuotaReached(Pid),
     /// A worker was reaped.
     WorkerExited {
         /// Which one.
@@ -52,6 +72,10 @@ pub(crate) enum Event {
     },
     /// The accept queue length, read while [`Supervisor::wants_queue_length`] is true.
     QueueLength(u32),
+    /// The new generation started by a binary upgrade is serving.
+    UpgradeReady,
+    /// The new generation of a binary upgrade died before it was ready.
+    UpgradeFailed,
     /// Time passed (the loop woke up for a deadline).
     Tick,
 }
@@ -63,6 +87,17 @@ pub(crate) enum WorkerExit {
     Clean,
     /// Non-zero status or killed by a signal.
     Failed,
+}
+
+/// A state change operators (systemd, an upgrading parent) are told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Every worker is ready (first start, or end of a rolling restart).
+    Ready,
+    /// A rolling restart began.
+    Reloading,
+    /// The server is stopping.
+    Stopping,
 }
 
 /// Something the loop must do.
@@ -78,11 +113,15 @@ pub(crate) enum Action {
     StopWorker {
         /// Which one.
         pid: Pid,
-        /// Time left before the shared deadline.
+        /// Time it has.
         within: Duration,
     },
     /// SIGKILL a worker.
     Kill(Pid),
+    /// Start a new parent from the executable on disk, handing it the listener.
+    StartUpgrade,
+    /// Tell the outside world about a state change.
+    Notify(Status),
     /// Exit the supervisor: every worker is gone.
     Exit(ShutdownOutcome),
 }
@@ -91,11 +130,38 @@ pub(crate) enum Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WorkerState {
     /// Forked, not yet accepting.
-    Starting,
+    Starting {
+        /// When it was forked.
+        since: Instant,
+    },
     /// Accepting connections.
-    Ready,
+    Ready {
+        /// When it last proved its runtime alive.
+        heard: Instant,
+    },
+    /// Still serving, to be stopped once a replacement is ready (rolling restart, quota).
+    Retiring {
+        /// When it last proved its runtime alive.
+        heard: Instant,
+    },
     /// Told to stop; draining.
-    Stopping,
+    Stopping {
+        /// When it gets SIGKILL if still alive.
+        kill_at: Instant,
+    },
+    /// SIGKILL sent; waiting to reap it.
+    Killed,
+}
+
+impl WorkerState {
+    /// Whether the worker counts towards the desired number (it is, or will be, serving
+    /// for good).
+    fn is_current(self) -> bool {
+        matches!(
+            self,
+            WorkerState::Starting { .. } | WorkerState::Ready { .. }
+        )
+    }
 }
 
 /// Where the supervisor is in its life.
@@ -113,22 +179,27 @@ enum Phase {
         empty_since: Option<Instant>,
     },
     /// Workers were told to stop; waiting for them to exit.
-    Stopping {
-        /// When to SIGKILL what is left.
-        deadline: Instant,
-    },
+    Stopping,
     /// Every worker was SIGKILLed; waiting to reap them.
     Killing,
+}
+
+/// Whether a binary upgrade is under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upgrade {
+    /// None.
+    Idle,
+    /// The new parent was started and is not ready yet.
+    Starting,
 }
 
 /// The supervisor's state: the desired worker count, each worker's state, and the phase.
 #[derive(Debug)]
 pub(crate) struct Supervisor {
-    desired: usize,
+    settings: Settings,
     workers: BTreeMap<Pid, WorkerState>,
     phase: Phase,
-    drain: DrainMode,
-    graceful_timeout: Duration,
+    upgrade: Upgrade,
     /// Workers that died before becoming ready, in a row.
     failed_starts: u32,
     /// Spawn actions handed out that the loop has not reported back through
@@ -136,35 +207,38 @@ pub(crate) struct Supervisor {
     spawns_pending: usize,
     /// No respawn before this instant (crash-loop backoff).
     respawn_not_before: Option<Instant>,
+    /// `Ready` has been announced for the current set of workers.
+    announced_ready: bool,
     /// A worker had to be killed at the deadline, or failed while stopping.
     unclean_stop: bool,
 }
 
 impl Supervisor {
-    /// A supervisor that wants `desired` workers.
-    pub(crate) fn new(desired: usize, drain: DrainMode, graceful_timeout: Duration) -> Self {
+    /// A supervisor that wants `settings.workers` workers.
+    pub(crate) fn new(settings: Settings) -> Self {
         Self {
-            desired,
+            settings,
             workers: BTreeMap::new(),
             phase: Phase::Serving,
-            drain,
-            graceful_timeout,
+            upgrade: Upgrade::Idle,
             failed_starts: 0,
             spawns_pending: 0,
             respawn_not_before: None,
+            announced_ready: false,
             unclean_stop: false,
         }
     }
 
     /// Actions that bring the worker count up to the desired one at startup.
     pub(crate) fn start(&mut self, now: Instant) -> Vec<Action> {
-        self.restore_worker_count(now)
+        self.reconcile(now)
     }
 
     /// Records a worker the loop has just forked.
-    pub(crate) fn spawned(&mut self, pid: Pid) {
+    pub(crate) fn spawned(&mut self, pid: Pid, now: Instant) {
         self.spawns_pending = self.spawns_pending.saturating_sub(1);
-        self.workers.insert(pid, WorkerState::Starting);
+        self.workers
+            .insert(pid, WorkerState::Starting { since: now });
     }
 
     /// Whether the loop must read the accept queue length and report it.
@@ -174,32 +248,66 @@ impl Supervisor {
 
     /// The latest time the loop may sleep until before sending [`Event::Tick`].
     pub(crate) fn next_wakeup(&self, now: Instant) -> Option<Instant> {
-        match self.phase {
-            Phase::Serving => self
-                .respawn_not_before
-                .filter(|_| self.missing_workers() > 0),
-            Phase::EmptyingQueue { .. } => Some(now + QUEUE_POLL),
-            Phase::Stopping { deadline } => Some(deadline),
-            Phase::Killing => None,
+        if self.wants_queue_length() {
+            return Some(now + QUEUE_POLL);
         }
+        let health = self.settings.healthcheck_timeout;
+        let worker_deadlines = self.workers.values().filter_map(|state| match *state {
+            WorkerState::Starting { since } => Some(since + health),
+            WorkerState::Ready { heard } | WorkerState::Retiring { heard } => Some(heard + health),
+            WorkerState::Stopping { kill_at } => Some(kill_at),
+            WorkerState::Killed => None,
+        });
+        let respawn = self
+            .respawn_not_before
+            .filter(|_| self.phase == Phase::Serving && self.missing_workers() > 0);
+        worker_deadlines.chain(respawn).min()
     }
 
     /// Handles one event and says what to do.
     pub(crate) fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
-        match event {
+        let mut actions = match event {
             Event::Signal(signal) => self.on_signal(signal, now),
             Event::WorkerReady(pid) => {
-                if let Some(state @ WorkerState::Starting) = self.workers.get_mut(&pid) {
-                    *state = WorkerState::Ready;
+                if let Some(state @ WorkerState::Starting { .. }) = self.workers.get_mut(&pid) {
+                    *state = WorkerState::Ready { heard: now };
                     self.failed_starts = 0;
                     self.respawn_not_before = None;
                 }
                 Vec::new()
             }
+            Event::WorkerHeartbeat(pid) => {
+                if let Some(WorkerState::Ready { heard } | WorkerState::Retiring { heard }) =
+                    self.workers.get_mut(&pid)
+                {
+                    *heard = now;
+                }
+                Vec::new()
+            }
+            Event::WorkerQuotaReached(pid) => {
+                if let Some(state) = self.workers.get_mut(&pid) {
+                    if let WorkerState::Ready { heard } = *state {
+                        tracing::info!("worker {pid} served its request quota; replacing it");
+                        *state = WorkerState::Retiring { heard };
+                    }
+                }
+                Vec::new()
+            }
             Event::WorkerExited { pid, exit } => self.on_worker_exit(pid, exit, now),
             Event::QueueLength(len) => self.on_queue_length(len, now),
+            Event::UpgradeReady => self.on_upgrade_ready(now),
+            Event::UpgradeFailed => {
+                if self.upgrade == Upgrade::Starting {
+                    tracing::error!("binary upgrade failed: the new parent died before it was ready; serving on");
+                    self.upgrade = Upgrade::Idle;
+                }
+                Vec::new()
+            }
             Event::Tick => self.on_tick(now),
-        }
+        };
+        actions.extend(self.reconcile(now));
+        actions.extend(self.exit_if_done());
+        actions
     }
 
     fn on_signal(&mut self, signal: Signal, now: Instant) -> Vec<Action> {
@@ -208,53 +316,90 @@ impl Supervisor {
             (Signal::SIGTERM | Signal::SIGINT, Phase::Serving) => self.begin_graceful_stop(now),
             (Signal::SIGTERM | Signal::SIGINT, _) => self.stop_at_once(),
             (Signal::SIGTTIN, Phase::Serving) => {
-                self.desired += 1;
-                tracing::info!("SIGTTIN: one worker more ({} in all)", self.desired);
-                self.restore_worker_count(now)
-            }
-            (Signal::SIGTTOU, Phase::Serving) => self.remove_one_worker(),
-            (Signal::SIGHUP, Phase::Serving) => {
-                tracing::warn!("SIGHUP received: rolling restart is not implemented yet; ignored");
+                self.settings.workers += 1;
+                tracing::info!(
+                    "SIGTTIN: one worker more ({} in all)",
+                    self.settings.workers
+                );
                 Vec::new()
             }
+            (Signal::SIGTTOU, Phase::Serving) => self.remove_one_worker(now),
+            (Signal::SIGHUP, Phase::Serving) => self.begin_rolling_restart(),
+            (Signal::SIGUSR2, Phase::Serving) => match self.upgrade {
+                Upgrade::Idle => {
+                    tracing::info!("SIGUSR2: starting a new parent from the executable on disk");
+                    self.upgrade = Upgrade::Starting;
+                    vec![Action::StartUpgrade]
+                }
+                Upgrade::Starting => {
+                    tracing::warn!("SIGUSR2 ignored: an upgrade is already under way");
+                    Vec::new()
+                }
+            },
             _ => Vec::new(),
         }
     }
 
+    fn begin_rolling_restart(&mut self) -> Vec<Action> {
+        let mut retiring = 0;
+        for state in self.workers.values_mut() {
+            if let WorkerState::Ready { heard } = *state {
+                *state = WorkerState::Retiring { heard };
+                retiring += 1;
+            }
+        }
+        tracing::info!(
+            "SIGHUP: rolling restart of {retiring} workers, {} at a time",
+            self.settings.max_surge
+        );
+        self.announced_ready = false;
+        vec![Action::Notify(Status::Reloading)]
+    }
+
     fn begin_graceful_stop(&mut self, now: Instant) -> Vec<Action> {
         tracing::info!("Shutting down");
-        let deadline = now + self.graceful_timeout;
-        match self.drain {
+        let deadline = now + self.settings.graceful_timeout;
+        let mut actions = vec![Action::Notify(Status::Stopping)];
+        match self.settings.drain {
             DrainMode::Ebpf => {
                 self.phase = Phase::EmptyingQueue {
                     deadline,
-                    give_up_at: now + QUEUE_WAIT_LIMIT.min(self.graceful_timeout),
+                    give_up_at: now + QUEUE_WAIT_LIMIT.min(self.settings.graceful_timeout),
                     empty_since: None,
                 };
-                vec![Action::RefuseNewConnections]
+                actions.push(Action::RefuseNewConnections);
             }
             DrainMode::Close => {
-                let mut actions = vec![Action::CloseListener];
+                actions.push(Action::CloseListener);
                 actions.extend(self.stop_all_workers(deadline, now));
-                actions
             }
         }
+        actions
     }
 
+    /// Tells every worker not already stopping to stop by `deadline`.
     fn stop_all_workers(&mut self, deadline: Instant, now: Instant) -> Vec<Action> {
-        self.phase = Phase::Stopping { deadline };
-        let within = deadline
-            .saturating_duration_since(now)
-            .saturating_sub(WORKER_ABORT_MARGIN);
-        let mut actions = Vec::new();
-        for (&pid, state) in &mut self.workers {
-            if *state != WorkerState::Stopping {
-                *state = WorkerState::Stopping;
-                actions.push(Action::StopWorker { pid, within });
-            }
+        self.phase = Phase::Stopping;
+        let pids: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|(_, s)| !matches!(s, WorkerState::Stopping { .. } | WorkerState::Killed))
+            .map(|(&pid, _)| pid)
+            .collect();
+        pids.into_iter()
+            .map(|pid| self.stop_worker(pid, deadline, now))
+            .collect()
+    }
+
+    /// Moves one worker to `Stopping` with its own kill deadline.
+    fn stop_worker(&mut self, pid: Pid, kill_at: Instant, now: Instant) -> Action {
+        self.workers.insert(pid, WorkerState::Stopping { kill_at });
+        Action::StopWorker {
+            pid,
+            within: kill_at
+                .saturating_duration_since(now)
+                .saturating_sub(WORKER_ABORT_MARGIN),
         }
-        actions.extend(self.exit_if_done());
-        actions
     }
 
     fn stop_at_once(&mut self) -> Vec<Action> {
@@ -263,69 +408,79 @@ impl Supervisor {
         }
         tracing::warn!("Stopping at once: killing {} workers", self.workers.len());
         self.phase = Phase::Killing;
-        let mut actions: Vec<Action> = self.workers.keys().map(|&pid| Action::Kill(pid)).collect();
+        let mut actions = vec![Action::Notify(Status::Stopping)];
+        for (&pid, state) in &mut self.workers {
+            *state = WorkerState::Killed;
+            actions.push(Action::Kill(pid));
+        }
         actions.push(Action::CloseListener);
-        actions.extend(self.exit_if_done());
         actions
     }
 
-    fn remove_one_worker(&mut self) -> Vec<Action> {
-        if self.desired <= 1 {
+    fn remove_one_worker(&mut self, now: Instant) -> Vec<Action> {
+        if self.settings.workers <= 1 {
             tracing::warn!("SIGTTOU ignored: one worker is the minimum");
             return Vec::new();
         }
-        self.desired -= 1;
-        tracing::info!("SIGTTOU: one worker fewer ({} in all)", self.desired);
-        // Prefer a worker that is not serving yet, else the newest.
+        self.settings.workers -= 1;
+        tracing::info!(
+            "SIGTTOU: one worker fewer ({} in all)",
+            self.settings.workers
+        );
+        // Prefer a worker on its way out, then one not serving yet, else the newest.
+        let rank = |state: &WorkerState| match state {
+            WorkerState::Retiring { .. } => 2,
+            WorkerState::Starting { .. } => 1,
+            _ => 0,
+        };
         let victim = self
             .workers
             .iter()
-            .filter(|(_, s)| **s != WorkerState::Stopping)
-            .max_by_key(|(pid, s)| (**s == WorkerState::Starting, pid.as_raw()))
+            .filter(|(_, s)| !matches!(s, WorkerState::Stopping { .. } | WorkerState::Killed))
+            .max_by_key(|(pid, s)| (rank(s), pid.as_raw()))
             .map(|(&pid, _)| pid);
-        let Some(pid) = victim else {
-            return Vec::new();
-        };
-        self.workers.insert(pid, WorkerState::Stopping);
         // A worker leaving a shared listener loses nothing: the socket and its queue stay
         // with the others. It only drains its own connections.
-        vec![Action::StopWorker {
-            pid,
-            within: self.graceful_timeout.saturating_sub(WORKER_ABORT_MARGIN),
-        }]
+        victim
+            .map(|pid| vec![self.stop_worker(pid, now + self.settings.graceful_timeout, now)])
+            .unwrap_or_default()
     }
 
     fn on_worker_exit(&mut self, pid: Pid, exit: WorkerExit, now: Instant) -> Vec<Action> {
         let Some(state) = self.workers.remove(&pid) else {
             return Vec::new();
         };
-        match self.phase {
-            Phase::Serving => {
-                if state == WorkerState::Stopping {
-                    return self.restore_worker_count(now);
-                }
-                tracing::error!("worker {pid} exited unexpectedly ({exit:?}); replacing it");
-                if state == WorkerState::Starting {
-                    self.failed_starts += 1;
-                    let backoff = RESPAWN_BACKOFF_START
-                        .saturating_mul(1 << self.failed_starts.min(16).saturating_sub(1))
-                        .min(RESPAWN_BACKOFF_CAP);
-                    tracing::warn!(
-                        "worker {pid} died before it was ready ({} in a row); next start in {backoff:?}",
-                        self.failed_starts
-                    );
-                    self.respawn_not_before = Some(now + backoff);
-                }
-                self.restore_worker_count(now)
+        if self.phase != Phase::Serving {
+            if exit == WorkerExit::Failed && state != WorkerState::Killed {
+                self.unclean_stop = true;
             }
-            Phase::EmptyingQueue { .. } | Phase::Stopping { .. } => {
-                if exit == WorkerExit::Failed {
-                    self.unclean_stop = true;
-                }
-                self.exit_if_done()
-            }
-            Phase::Killing => self.exit_if_done(),
+            return Vec::new();
         }
+        match state {
+            WorkerState::Stopping { .. } | WorkerState::Killed => {}
+            WorkerState::Starting { .. } => {
+                tracing::error!("worker {pid} died before it was ready ({exit:?})");
+                self.note_failed_start(now);
+            }
+            WorkerState::Ready { .. } | WorkerState::Retiring { .. } => {
+                tracing::error!("worker {pid} exited unexpectedly ({exit:?}); replacing it");
+            }
+        }
+        Vec::new()
+    }
+
+    /// Counts a worker that never became ready and delays the next start (exponential
+    /// backoff), so that an app that cannot start does not make the parent fork in a loop.
+    fn note_failed_start(&mut self, now: Instant) {
+        self.failed_starts += 1;
+        let backoff = RESPAWN_BACKOFF_START
+            .saturating_mul(1 << self.failed_starts.min(16).saturating_sub(1))
+            .min(RESPAWN_BACKOFF_CAP);
+        tracing::warn!(
+            "{} failed worker starts in a row; next start in {backoff:?}",
+            self.failed_starts
+        );
+        self.respawn_not_before = Some(now + backoff);
     }
 
     fn on_queue_length(&mut self, len: u32, now: Instant) -> Vec<Action> {
@@ -361,56 +516,127 @@ impl Supervisor {
         Vec::new()
     }
 
-    fn on_tick(&mut self, now: Instant) -> Vec<Action> {
-        match self.phase {
-            Phase::Serving => self.restore_worker_count(now),
-            Phase::Stopping { deadline } if now >= deadline => {
-                tracing::warn!(
-                    "graceful shutdown timed out: killing {} workers",
-                    self.workers.len()
-                );
-                self.unclean_stop = true;
-                self.phase = Phase::Killing;
-                let mut actions: Vec<Action> =
-                    self.workers.keys().map(|&pid| Action::Kill(pid)).collect();
-                actions.extend(self.exit_if_done());
-                actions
-            }
-            _ => Vec::new(),
+    /// The new generation serves from the same socket: stop ours without any refusal
+    /// (the socket stays open in the new workers, its queue with them).
+    fn on_upgrade_ready(&mut self, now: Instant) -> Vec<Action> {
+        if self.upgrade != Upgrade::Starting || self.phase != Phase::Serving {
+            return Vec::new();
         }
+        tracing::info!("binary upgrade: the new generation is ready; stopping this one");
+        self.upgrade = Upgrade::Idle;
+        let deadline = now + self.settings.graceful_timeout;
+        let mut actions = self.stop_all_workers(deadline, now);
+        actions.push(Action::CloseListener);
+        actions
     }
 
+    fn on_tick(&mut self, now: Instant) -> Vec<Action> {
+        let health = self.settings.healthcheck_timeout;
+        let mut actions = Vec::new();
+        let pids: Vec<(Pid, WorkerState)> = self.workers.iter().map(|(&p, &s)| (p, s)).collect();
+        for (pid, state) in pids {
+            match state {
+                WorkerState::Stopping { kill_at } if now >= kill_at => {
+                    tracing::warn!("worker {pid} still running at its deadline: killing it");
+                    if self.phase != Phase::Serving {
+                        self.unclean_stop = true;
+                    }
+                    self.workers.insert(pid, WorkerState::Killed);
+                    actions.push(Action::Kill(pid));
+                }
+                WorkerState::Starting { since } if now >= since + health => {
+                    tracing::error!(
+                        "worker {pid} not ready {health:?} after its start: killing it"
+                    );
+                    self.workers.insert(pid, WorkerState::Killed);
+                    self.note_failed_start(now);
+                    actions.push(Action::Kill(pid));
+                }
+                WorkerState::Ready { heard } | WorkerState::Retiring { heard }
+                    if now >= heard + health && self.phase == Phase::Serving =>
+                {
+                    tracing::error!(
+                        "worker {pid} sent no heartbeat for {health:?} (hung); replacing it"
+                    );
+                    actions.push(self.stop_worker(pid, now + self.settings.graceful_timeout, now));
+                }
+                _ => {}
+            }
+        }
+        actions
+    }
+
+    /// Workers still to start to reach the desired count.
     fn missing_workers(&self) -> usize {
-        let serving = self
+        let current = self.workers.values().filter(|s| s.is_current()).count();
+        self.settings
             .workers
-            .values()
-            .filter(|s| **s != WorkerState::Stopping)
-            .count();
-        self.desired.saturating_sub(serving + self.spawns_pending)
+            .saturating_sub(current + self.spawns_pending)
     }
 
-    fn restore_worker_count(&mut self, now: Instant) -> Vec<Action> {
+    /// Brings the workers towards the desired set: retires old workers whose replacement
+    /// is ready, and starts the missing ones (a few at a time during a rolling restart,
+    /// one at a time in a crash loop).
+    fn reconcile(&mut self, now: Instant) -> Vec<Action> {
         if self.phase != Phase::Serving {
             return Vec::new();
         }
-        if self.respawn_not_before.is_some_and(|t| now < t) {
-            return Vec::new();
+        let mut actions = Vec::new();
+        let ready = |s: &&WorkerState| matches!(s, WorkerState::Ready { .. });
+        let ready_count = self.workers.values().filter(ready).count();
+        let retiring: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|(_, s)| matches!(s, WorkerState::Retiring { .. }))
+            .map(|(&pid, _)| pid)
+            .collect();
+        // Never fewer serving workers than desired: an old one leaves only when a new one
+        // is ready to take its place.
+        let mut serving = ready_count + retiring.len();
+        for pid in retiring {
+            if serving <= self.settings.workers {
+                break;
+            }
+            actions.push(self.stop_worker(pid, now + self.settings.graceful_timeout, now));
+            serving -= 1;
         }
+
         let mut missing = self.missing_workers();
+        let has_retiring = self
+            .workers
+            .values()
+            .any(|s| matches!(s, WorkerState::Retiring { .. }));
+        if has_retiring {
+            let starting = self
+                .workers
+                .values()
+                .filter(|s| matches!(s, WorkerState::Starting { .. }))
+                .count()
+                + self.spawns_pending;
+            missing = missing.min(self.settings.max_surge.saturating_sub(starting));
+        }
         if self.failed_starts > 0 {
-            // Crash loop: one at a time, each after its backoff.
+            if self.respawn_not_before.is_some_and(|t| now < t) || self.spawns_pending > 0 {
+                missing = 0;
+            }
             missing = missing.min(1);
         }
         self.spawns_pending += missing;
-        vec![Action::Spawn; missing]
+        actions.extend(std::iter::repeat_n(Action::Spawn, missing));
+
+        let all_ready = !has_retiring
+            && self.missing_workers() == 0
+            && self.spawns_pending == 0
+            && self.workers.values().filter(ready).count() >= self.settings.workers;
+        if all_ready && !self.announced_ready {
+            self.announced_ready = true;
+            actions.push(Action::Notify(Status::Ready));
+        }
+        actions
     }
 
     fn exit_if_done(&self) -> Vec<Action> {
-        let stopping = matches!(
-            self.phase,
-            Phase::EmptyingQueue { .. } | Phase::Stopping { .. } | Phase::Killing
-        );
-        if stopping && self.workers.is_empty() {
+        if self.phase != Phase::Serving && self.workers.is_empty() {
             let outcome = if self.unclean_stop {
                 ShutdownOutcome::Forced
             } else {

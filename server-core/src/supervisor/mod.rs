@@ -6,11 +6,13 @@
 
 pub(crate) mod machine;
 pub(crate) mod spawn;
+mod upgrade;
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpListener;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
@@ -20,15 +22,17 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::accept_queue::queued_connections;
-use crate::config::{ListenerDrain, ServerConfig};
+use crate::config::{Bind, ListenerDrain, ServerConfig};
 use crate::control::{ToParent, ToWorker};
 use crate::error::{Error, Result};
 use crate::kernel_refusal::RefusalProgram;
 use crate::listener::{self, ReusePort};
+use crate::notify::SystemdNotifier;
 use crate::signals::SignalPipe;
 use crate::ShutdownOutcome;
-use machine::{Action, DrainMode, Event, Supervisor, WorkerExit};
+use machine::{Action, DrainMode, Event, Settings, Status, Supervisor, WorkerExit};
 use spawn::{spawn_worker, WorkerBody};
+use upgrade::{NewParent, Relaunch};
 
 /// The parent's end of one worker's channel.
 #[derive(Debug)]
@@ -44,10 +48,19 @@ struct Parent<'a> {
     program: Option<RefusalProgram>,
     signals: SignalPipe,
     channels: BTreeMap<Pid, WorkerChannel>,
+    /// How to exec this program again (SIGUSR2).
+    relaunch: Option<Relaunch>,
+    /// The new parent of an upgrade under way.
+    new_parent: Option<NewParent>,
+    /// Set when this parent was started by an upgrade: tells the old parent we are ready.
+    upgrade_notifier: Option<File>,
+    /// Set when a service manager listens (`NOTIFY_SOCKET`).
+    systemd: Option<SystemdNotifier>,
     body: &'a mut WorkerBody<'a>,
 }
 
-/// Binds the listener, starts the workers and supervises them until they are all stopped.
+/// Binds (or adopts) the listener, starts the workers and supervises them until they are
+/// all stopped.
 pub(crate) fn run<'a>(
     config: &ServerConfig,
     body: &'a mut WorkerBody<'a>,
@@ -55,13 +68,7 @@ pub(crate) fn run<'a>(
     if config.workers == 0 {
         return Err(Error::Config("at least one worker is needed".into()));
     }
-    let crate::config::Bind::Tcp(addr) = config.bind.clone();
-    let (drain, program) = resolve_drain_mode(config.listener_drain)?;
-    let reuse_port = match drain {
-        DrainMode::Ebpf => ReusePort::Group,
-        DrainMode::Close => ReusePort::Off,
-    };
-    let listener = listener::bind(addr, config.backlog, reuse_port)?;
+    let (listener, drain, program) = open_listener(config)?;
     let signals = SignalPipe::install()?;
     tracing::info!("Started parent process [{}]", std::process::id());
     let local = listener
@@ -81,9 +88,19 @@ pub(crate) fn run<'a>(
         program,
         signals,
         channels: BTreeMap::new(),
+        relaunch: Relaunch::current(),
+        new_parent: None,
+        upgrade_notifier: upgrade::take_ready_notifier(),
+        systemd: SystemdNotifier::from_env(),
         body,
     };
-    let mut supervisor = Supervisor::new(config.workers, drain, config.graceful_timeout);
+    let mut supervisor = Supervisor::new(Settings {
+        workers: config.workers,
+        drain,
+        graceful_timeout: config.graceful_timeout,
+        healthcheck_timeout: config.healthcheck_timeout,
+        max_surge: config.max_surge.max(1),
+    });
     let first = supervisor.start(Instant::now());
     if let Some(outcome) = parent.execute(first, &mut supervisor)? {
         return Ok(outcome);
@@ -101,15 +118,50 @@ pub(crate) fn run<'a>(
     }
 }
 
+/// Binds or adopts the listener and chooses the drain mode, loading the refusal program
+/// when the mode needs it.
+fn open_listener(
+    config: &ServerConfig,
+) -> Result<(TcpListener, DrainMode, Option<RefusalProgram>)> {
+    match config.bind {
+        Bind::Tcp(addr) => {
+            let (drain, program) = resolve_drain_mode(config.listener_drain, ReusePort::Group)?;
+            let reuse_port = match drain {
+                DrainMode::Ebpf => ReusePort::Group,
+                DrainMode::Close => ReusePort::Off,
+            };
+            let listener = listener::bind(addr, config.backlog, reuse_port)?;
+            Ok((listener, drain, program))
+        }
+        Bind::Inherited(fd) => {
+            let (listener, reuse_port) = listener::adopt(fd)?;
+            let (drain, program) = resolve_drain_mode(config.listener_drain, reuse_port)?;
+            Ok((listener, drain, program))
+        }
+    }
+}
+
 /// Chooses the drain mode and loads the refusal program when the mode needs it.
-fn resolve_drain_mode(asked: ListenerDrain) -> Result<(DrainMode, Option<RefusalProgram>)> {
-    match asked {
-        ListenerDrain::Close => Ok((DrainMode::Close, None)),
-        ListenerDrain::Ebpf => {
+fn resolve_drain_mode(
+    asked: ListenerDrain,
+    reuse_port: ReusePort,
+) -> Result<(DrainMode, Option<RefusalProgram>)> {
+    let no_group = || std::io::Error::other("the inherited socket was not bound with SO_REUSEPORT");
+    match (asked, reuse_port) {
+        (ListenerDrain::Close, _) => Ok((DrainMode::Close, None)),
+        (ListenerDrain::Ebpf, ReusePort::Off) => Err(Error::Ebpf(no_group())),
+        (ListenerDrain::Ebpf, ReusePort::Group) => {
             let program = RefusalProgram::load().map_err(Error::Ebpf)?;
             Ok((DrainMode::Ebpf, Some(program)))
         }
-        ListenerDrain::Auto => match RefusalProgram::load() {
+        (ListenerDrain::Auto, ReusePort::Off) => {
+            tracing::warn!(
+                "eBPF listener drain unavailable ({}); falling back to close",
+                no_group()
+            );
+            Ok((DrainMode::Close, None))
+        }
+        (ListenerDrain::Auto, ReusePort::Group) => match RefusalProgram::load() {
             Ok(program) => Ok((DrainMode::Ebpf, Some(program))),
             Err(e) => {
                 tracing::warn!("eBPF listener drain unavailable ({e}); falling back to close");
@@ -119,9 +171,17 @@ fn resolve_drain_mode(asked: ListenerDrain) -> Result<(DrainMode, Option<Refusal
     }
 }
 
+/// What woke the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Signals,
+    Worker(Pid),
+    NewParent,
+}
+
 impl Parent<'_> {
-    /// Sleeps until a signal, a worker message or the supervisor's next deadline, and
-    /// returns what happened.
+    /// Sleeps until a signal, a worker message, the new parent's word or the supervisor's
+    /// next deadline, and returns what happened.
     fn wait_for_events(&mut self, supervisor: &Supervisor) -> Result<Vec<Event>> {
         let now = Instant::now();
         let timeout = match supervisor.next_wakeup(now) {
@@ -132,48 +192,55 @@ impl Parent<'_> {
                 PollTimeout::try_from(ms.min(60_000) as u32).unwrap_or(PollTimeout::MAX)
             }
         };
-        let open: Vec<Pid> = self
-            .channels
-            .iter()
-            .filter(|(_, c)| !c.closed)
-            .map(|(&pid, _)| pid)
-            .collect();
-        let mut ready_pids = Vec::new();
-        let signal_ready;
-        {
-            let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
-            for pid in &open {
-                fds.push(PollFd::new(
-                    self.channels[pid].stream.as_fd(),
-                    PollFlags::POLLIN,
-                ));
-            }
+        let mut sources = vec![Source::Signals];
+        sources.extend(
+            self.channels
+                .iter()
+                .filter(|(_, c)| !c.closed)
+                .map(|(&pid, _)| Source::Worker(pid)),
+        );
+        if self.new_parent.is_some() {
+            sources.push(Source::NewParent);
+        }
+        let readable: Vec<Source> = {
+            let mut fds: Vec<PollFd<'_>> = sources
+                .iter()
+                .map(|&source| PollFd::new(self.fd_of(source), PollFlags::POLLIN))
+                .collect();
             match nix::poll::poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(Error::sys("poll failed in the supervisor", e)),
             }
-            let readable = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-            signal_ready = readable(&fds[0]);
-            for (pid, fd) in open.iter().zip(&fds[1..]) {
-                if readable(fd) {
-                    ready_pids.push(*pid);
-                }
-            }
-        }
+            sources
+                .iter()
+                .zip(&fds)
+                .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
+                .map(|(&source, _)| source)
+                .collect()
+        };
         let mut events = Vec::new();
-        if signal_ready {
-            for signal in self.signals.drain() {
-                if signal != Signal::SIGCHLD {
-                    events.push(Event::Signal(signal));
-                }
+        for source in readable {
+            match source {
+                Source::Signals => events.extend(
+                    self.signals
+                        .drain()
+                        .into_iter()
+                        .filter(|&s| s != Signal::SIGCHLD)
+                        .map(Event::Signal),
+                ),
+                Source::Worker(pid) => events.extend(self.read_channel(pid)),
+                Source::NewParent => events.extend(self.read_new_parent()),
             }
         }
-        for pid in ready_pids {
-            events.extend(self.read_channel(pid));
-        }
-        for exited in reap_exited_workers() {
-            if let Event::WorkerExited { pid, .. } = exited {
-                self.channels.remove(&pid);
+        for exited in reap_children() {
+            if let Event::WorkerExited { pid, exit } = exited {
+                if self.channels.remove(&pid).is_none() {
+                    // Not a worker: the new parent of an upgrade (its pipe says the rest).
+                    continue;
+                }
+                if exit == WorkerExit::Failed {
+                    tracing::warn!("worker {pid} failed");
+                }
             }
             events.push(exited);
         }
@@ -186,6 +253,18 @@ impl Parent<'_> {
         }
         events.push(Event::Tick);
         Ok(events)
+    }
+
+    fn fd_of(&self, source: Source) -> BorrowedFd<'_> {
+        match source {
+            Source::Signals => self.signals.fd(),
+            Source::Worker(pid) => self.channels[&pid].stream.as_fd(),
+            Source::NewParent => self
+                .new_parent
+                .as_ref()
+                .map(|p| p.ready.as_fd())
+                .unwrap_or_else(|| self.signals.fd()),
+        }
     }
 
     /// Reads the messages a worker sent; notes when it closed its end.
@@ -204,6 +283,8 @@ impl Parent<'_> {
                 Ok(n) => events.extend(buf[..n].iter().filter_map(|&b| {
                     ToParent::decode(b).map(|msg| match msg {
                         ToParent::Ready => Event::WorkerReady(pid),
+                        ToParent::Heartbeat => Event::WorkerHeartbeat(pid),
+                        ToParent::QuotaReached => Event::WorkerQuotaReached(pid),
                     })
                 })),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -215,6 +296,25 @@ impl Parent<'_> {
             }
         }
         events
+    }
+
+    /// Reads the new parent's readiness pipe: one byte when ready, EOF if it died first.
+    fn read_new_parent(&mut self) -> Option<Event> {
+        let new_parent = self.new_parent.as_mut()?;
+        let mut byte = [0u8; 1];
+        let event = match new_parent.ready.read(&mut byte) {
+            Ok(1) => Event::UpgradeReady,
+            Ok(_) => Event::UpgradeFailed,
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
+                return None
+            }
+            Err(_) => Event::UpgradeFailed,
+        };
+        if event == Event::UpgradeReady {
+            tracing::info!("new parent [{}] is ready", new_parent.pid);
+        }
+        self.new_parent = None;
+        Some(event)
     }
 
     /// Carries out the supervisor's actions; returns the outcome once it says to exit.
@@ -241,6 +341,16 @@ impl Parent<'_> {
                 Action::Kill(pid) => {
                     let _ = kill(pid, Signal::SIGKILL);
                 }
+                Action::StartUpgrade => {
+                    if let Err(e) = self.start_upgrade() {
+                        tracing::error!("binary upgrade failed: {e}");
+                        let actions = supervisor.handle(Event::UpgradeFailed, Instant::now());
+                        if let Some(done) = self.execute(actions, supervisor)? {
+                            outcome = Some(done);
+                        }
+                    }
+                }
+                Action::Notify(status) => self.notify(status),
                 Action::Exit(result) => outcome = Some(result),
             }
         }
@@ -254,6 +364,9 @@ impl Parent<'_> {
         let mut parent_only: Vec<i32> = self.signals.raw_fds().to_vec();
         parent_only.extend(self.program.as_ref().map(RefusalProgram::as_raw_fd));
         parent_only.extend(self.channels.values().map(|c| c.stream.as_raw_fd()));
+        parent_only.extend(self.new_parent.as_ref().map(|p| p.ready.as_raw_fd()));
+        parent_only.extend(self.upgrade_notifier.as_ref().map(AsRawFd::as_raw_fd));
+        parent_only.extend(self.systemd.as_ref().map(SystemdNotifier::as_raw_fd));
         let (pid, stream) = spawn_worker(listener, &parent_only, self.body)?;
         self.channels.insert(
             pid,
@@ -262,8 +375,40 @@ impl Parent<'_> {
                 closed: false,
             },
         );
-        supervisor.spawned(pid);
+        supervisor.spawned(pid, Instant::now());
         Ok(())
+    }
+
+    fn start_upgrade(&mut self) -> Result<()> {
+        let (Some(listener), Some(relaunch)) = (&self.listener, &self.relaunch) else {
+            return Err(Error::Config(
+                "no listener or executable to upgrade with".into(),
+            ));
+        };
+        let new_parent = upgrade::start_new_parent(listener, relaunch)?;
+        tracing::info!(
+            "started new parent [{}]; waiting until it is ready",
+            new_parent.pid
+        );
+        self.new_parent = Some(new_parent);
+        Ok(())
+    }
+
+    fn notify(&mut self, status: Status) {
+        let message = match status {
+            Status::Ready => {
+                tracing::info!("all workers are ready");
+                if let Some(notifier) = self.upgrade_notifier.take() {
+                    upgrade::report_ready(notifier);
+                }
+                format!("READY=1\nSTATUS=serving\nMAINPID={}", std::process::id())
+            }
+            Status::Reloading => "RELOADING=1\nSTATUS=rolling restart".to_string(),
+            Status::Stopping => "STOPPING=1\nSTATUS=stopping".to_string(),
+        };
+        if let Some(systemd) = &self.systemd {
+            systemd.send(&message);
+        }
     }
 
     fn refuse_new_connections(&mut self) {
@@ -280,14 +425,14 @@ impl Parent<'_> {
     }
 }
 
-/// Reaps every worker that has exited, without blocking.
-fn reap_exited_workers() -> Vec<Event> {
+/// Reaps every child that has exited, without blocking.
+fn reap_children() -> Vec<Event> {
     let mut events = Vec::new();
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => {
                 if code != 0 {
-                    tracing::warn!("worker {pid} exited with status {code}");
+                    tracing::warn!("process {pid} exited with status {code}");
                 }
                 let exit = if code == 0 {
                     WorkerExit::Clean
@@ -297,7 +442,7 @@ fn reap_exited_workers() -> Vec<Event> {
                 events.push(Event::WorkerExited { pid, exit });
             }
             Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                tracing::warn!("worker {pid} was killed by {signal}");
+                tracing::warn!("process {pid} was killed by {signal}");
                 events.push(Event::WorkerExited {
                     pid,
                     exit: WorkerExit::Failed,

@@ -1,6 +1,7 @@
 //! A worker process: its own tokio runtime serving the application on the shared listener.
 
 mod connection;
+mod reporter;
 mod service;
 mod stop;
 
@@ -21,6 +22,7 @@ use crate::config::ServerConfig;
 use crate::control::ToParent;
 use crate::supervisor::spawn::WorkerStart;
 use connection::{serve_connection, ConnectionContext};
+use reporter::{report_to_parent, RequestQuota};
 use service::WorkerService;
 use stop::{wait_for_stop, StopRequest};
 
@@ -80,20 +82,27 @@ async fn serve(
         idle_drain_grace: config.idle_drain_grace,
     });
     let connections = TaskTracker::new();
+    let quota = config
+        .max_requests
+        .map(|max| Arc::new(RequestQuota::new(max, config.max_requests_jitter)));
     let accept = Acceptor {
         app: &app,
         context: &context,
         connections: &connections,
         access_log: config.access_log,
+        quota: quota.clone(),
     };
 
     control_write.write_all(&[ToParent::Ready.encode()]).await?;
+    let reporter = tokio::spawn(report_to_parent(control_write, quota));
     let stop = wait_for_stop(control_read, config.graceful_timeout);
     let StopRequest::Graceful(within) = accept.until_stopped(&listener, stop).await;
     let deadline = Instant::now() + within;
     tracing::info!("Shutting down");
 
-    // From here every response carries `Connection: close`.
+    // From here every response carries `Connection: close`. Heartbeats stop: the
+    // supervisor now waits for this worker's exit, under its own deadline.
+    reporter.abort();
     context.draining.cancel();
     accept.drain_queue(listener)?;
     connections.close();
@@ -142,6 +151,7 @@ struct Acceptor<'a> {
     context: &'a Arc<ConnectionContext>,
     connections: &'a TaskTracker,
     access_log: bool,
+    quota: Option<Arc<RequestQuota>>,
 }
 
 impl Acceptor<'_> {
@@ -203,6 +213,7 @@ impl Acceptor<'_> {
             draining: self.context.draining.clone(),
             peer,
             access_log: self.access_log,
+            quota: self.quota.clone(),
         };
         self.connections
             .spawn(serve_connection(stream, service, Arc::clone(self.context)));

@@ -14,6 +14,9 @@ use hyper::{Request, Response, Version};
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
+use super::reporter::RequestQuota;
+use std::sync::Arc;
+
 /// Serves one connection's requests with the application.
 #[derive(Clone)]
 pub(crate) struct WorkerService {
@@ -25,6 +28,8 @@ pub(crate) struct WorkerService {
     pub(crate) peer: SocketAddr,
     /// Whether to write an access log line per request.
     pub(crate) access_log: bool,
+    /// The worker's request quota, when it has one.
+    pub(crate) quota: Option<Arc<RequestQuota>>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for WorkerService {
@@ -33,6 +38,9 @@ impl hyper::service::Service<Request<Incoming>> for WorkerService {
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
+        if let Some(quota) = &self.quota {
+            quota.count();
+        }
         let version = request.version();
         let access = self
             .access_log

@@ -1,18 +1,40 @@
 use super::*;
 
 const GRACE: Duration = Duration::from_secs(30);
+const HEALTH: Duration = Duration::from_secs(10);
 
 fn pid(n: i32) -> Pid {
     Pid::from_raw(n)
 }
 
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn settings(workers: usize, drain: DrainMode) -> Settings {
+    Settings {
+        workers,
+        drain,
+        graceful_timeout: GRACE,
+        healthcheck_timeout: HEALTH,
+        max_surge: 1,
+    }
+}
+
 /// A supervisor with `n` ready workers (pids 1..=n), started at `t0`.
 fn serving(n: usize, drain: DrainMode, t0: Instant) -> Supervisor {
-    let mut sup = Supervisor::new(n, drain, GRACE);
+    let mut sup = Supervisor::new(settings(n, drain));
     assert_eq!(sup.start(t0), vec![Action::Spawn; n]);
     for i in 1..=n as i32 {
-        sup.spawned(pid(i));
-        assert!(sup.handle(Event::WorkerReady(pid(i)), t0).is_empty());
+        sup.spawned(pid(i), t0);
+    }
+    for i in 1..=n as i32 {
+        let actions = sup.handle(Event::WorkerReady(pid(i)), t0);
+        if i == n as i32 {
+            assert_eq!(actions, vec![Action::Notify(Status::Ready)]);
+        } else {
+            assert!(actions.is_empty(), "{actions:?}");
+        }
     }
     sup
 }
@@ -24,12 +46,25 @@ fn exited(n: i32) -> Event {
     }
 }
 
+fn stop(n: i32, within: Duration) -> Action {
+    Action::StopWorker {
+        pid: pid(n),
+        within,
+    }
+}
+
 #[test]
 fn ebpf_stop_waits_for_a_settled_empty_queue_before_stopping_workers() {
     let t0 = Instant::now();
     let mut sup = serving(2, DrainMode::Ebpf, t0);
     let term = sup.handle(Event::Signal(Signal::SIGTERM), t0);
-    assert_eq!(term, vec![Action::RefuseNewConnections]);
+    assert_eq!(
+        term,
+        vec![
+            Action::Notify(Status::Stopping),
+            Action::RefuseNewConnections
+        ]
+    );
     assert!(sup.wants_queue_length());
     assert!(sup.handle(Event::QueueLength(3), t0 + ms(1)).is_empty());
     assert!(sup.handle(Event::QueueLength(0), t0 + ms(2)).is_empty());
@@ -37,21 +72,10 @@ fn ebpf_stop_waits_for_a_settled_empty_queue_before_stopping_workers() {
     assert!(sup.handle(Event::QueueLength(1), t0 + ms(3)).is_empty());
     assert!(sup.handle(Event::QueueLength(0), t0 + ms(4)).is_empty());
     assert!(sup.handle(Event::QueueLength(0), t0 + ms(8)).is_empty());
-    let stop = sup.handle(Event::QueueLength(0), t0 + ms(9));
     let within = GRACE - ms(9) - WORKER_ABORT_MARGIN;
     assert_eq!(
-        stop,
-        vec![
-            Action::StopWorker {
-                pid: pid(1),
-                within
-            },
-            Action::StopWorker {
-                pid: pid(2),
-                within
-            },
-            Action::CloseListener,
-        ]
+        sup.handle(Event::QueueLength(0), t0 + ms(9)),
+        vec![stop(1, within), stop(2, within), Action::CloseListener]
     );
     assert!(!sup.wants_queue_length());
     assert!(sup.handle(exited(1), t0 + ms(20)).is_empty());
@@ -66,8 +90,11 @@ fn close_mode_closes_the_parent_copy_before_stopping_workers() {
     let t0 = Instant::now();
     let mut sup = serving(2, DrainMode::Close, t0);
     let actions = sup.handle(Event::Signal(Signal::SIGINT), t0);
-    assert_eq!(actions[0], Action::CloseListener);
-    assert_eq!(actions.len(), 3);
+    assert_eq!(
+        actions[..2],
+        [Action::Notify(Status::Stopping), Action::CloseListener]
+    );
+    assert_eq!(actions.len(), 4);
     assert!(!sup.wants_queue_length());
 }
 
@@ -112,6 +139,7 @@ fn a_second_term_or_a_quit_stops_at_once() {
     assert_eq!(
         again,
         vec![
+            Action::Notify(Status::Stopping),
             Action::Kill(pid(1)),
             Action::Kill(pid(2)),
             Action::CloseListener
@@ -119,7 +147,14 @@ fn a_second_term_or_a_quit_stops_at_once() {
     );
     let mut sup = serving(1, DrainMode::Ebpf, t0);
     let quit = sup.handle(Event::Signal(Signal::SIGQUIT), t0);
-    assert_eq!(quit, vec![Action::Kill(pid(1)), Action::CloseListener]);
+    assert_eq!(
+        quit,
+        vec![
+            Action::Notify(Status::Stopping),
+            Action::Kill(pid(1)),
+            Action::CloseListener
+        ]
+    );
 }
 
 #[test]
@@ -127,13 +162,13 @@ fn an_unexpected_exit_is_replaced_at_once_and_a_crash_loop_backs_off() {
     let t0 = Instant::now();
     let mut sup = serving(2, DrainMode::Close, t0);
     assert_eq!(sup.handle(exited(1), t0), vec![Action::Spawn]);
-    sup.spawned(pid(3));
+    sup.spawned(pid(3), t0);
     // The replacement dies before it is ready: the next start waits.
     assert!(sup.handle(exited(3), t0 + ms(5)).is_empty());
     assert_eq!(sup.next_wakeup(t0 + ms(5)), Some(t0 + ms(105)));
     assert!(sup.handle(Event::Tick, t0 + ms(50)).is_empty());
     assert_eq!(sup.handle(Event::Tick, t0 + ms(105)), vec![Action::Spawn]);
-    sup.spawned(pid(4));
+    sup.spawned(pid(4), t0 + ms(105));
     assert!(sup.handle(exited(4), t0 + ms(110)).is_empty());
     assert_eq!(sup.next_wakeup(t0 + ms(110)), Some(t0 + ms(310)));
 }
@@ -143,13 +178,7 @@ fn scaling_down_drains_one_worker_and_does_not_replace_it() {
     let t0 = Instant::now();
     let mut sup = serving(2, DrainMode::Ebpf, t0);
     let actions = sup.handle(Event::Signal(Signal::SIGTTOU), t0);
-    assert_eq!(
-        actions,
-        vec![Action::StopWorker {
-            pid: pid(2),
-            within: GRACE - WORKER_ABORT_MARGIN
-        }]
-    );
+    assert_eq!(actions, vec![stop(2, GRACE - WORKER_ABORT_MARGIN)]);
     assert!(sup.handle(exited(2), t0 + ms(3)).is_empty());
     assert_eq!(
         sup.handle(Event::Signal(Signal::SIGTTIN), t0),
@@ -166,7 +195,7 @@ fn a_spawn_not_yet_carried_out_is_not_asked_for_twice() {
         vec![Action::Spawn]
     );
     assert!(sup.handle(Event::Tick, t0).is_empty());
-    sup.spawned(pid(3));
+    sup.spawned(pid(3), t0);
     assert!(sup.handle(Event::Tick, t0).is_empty());
 }
 
@@ -177,6 +206,111 @@ fn the_last_worker_is_never_scaled_away() {
     assert!(sup.handle(Event::Signal(Signal::SIGTTOU), t0).is_empty());
 }
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
+#[test]
+fn a_rolling_restart_replaces_one_worker_at_a_time_and_never_serves_with_fewer() {
+    let t0 = Instant::now();
+    let mut sup = serving(2, DrainMode::Ebpf, t0);
+    let hup = sup.handle(Event::Signal(Signal::SIGHUP), t0);
+    assert_eq!(hup, vec![Action::Notify(Status::Reloading), Action::Spawn]);
+    sup.spawned(pid(3), t0);
+    // Until the replacement is ready, both old workers keep serving.
+    assert!(sup.handle(Event::Tick, t0 + ms(5)).is_empty());
+    let within = GRACE - WORKER_ABORT_MARGIN;
+    assert_eq!(
+        sup.handle(Event::WorkerReady(pid(3)), t0),
+        vec![stop(1, within), Action::Spawn]
+    );
+    sup.spawned(pid(4), t0);
+    assert_eq!(
+        sup.handle(Event::WorkerReady(pid(4)), t0),
+        vec![stop(2, within), Action::Notify(Status::Ready)]
+    );
+    assert!(sup.handle(exited(1), t0).is_empty());
+    assert!(sup.handle(exited(2), t0).is_empty());
+}
+
+#[test]
+fn a_worker_that_served_its_quota_is_stopped_only_once_its_replacement_is_ready() {
+    let t0 = Instant::now();
+    let mut sup = serving(2, DrainMode::Ebpf, t0);
+    assert_eq!(
+        sup.handle(Event::WorkerQuotaReached(pid(1)), t0),
+        vec![Action::Spawn]
+    );
+    sup.spawned(pid(3), t0);
+    assert_eq!(
+        sup.handle(Event::WorkerReady(pid(3)), t0),
+        vec![stop(1, GRACE - WORKER_ABORT_MARGIN)]
+    );
+}
+
+#[test]
+fn a_silent_worker_is_replaced_and_a_busy_one_that_beats_is_not() {
+    let t0 = Instant::now();
+    let mut sup = serving(2, DrainMode::Ebpf, t0);
+    for s in 1..10 {
+        let at = t0 + Duration::from_secs(s);
+        assert!(sup.handle(Event::WorkerHeartbeat(pid(2)), at).is_empty());
+    }
+    assert_eq!(sup.next_wakeup(t0 + ms(10)), Some(t0 + HEALTH));
+    let hung = sup.handle(Event::Tick, t0 + HEALTH);
+    assert_eq!(
+        hung,
+        vec![stop(1, GRACE - WORKER_ABORT_MARGIN), Action::Spawn]
+    );
+    // Gracefully first; killed if it is still there at its deadline.
+    sup.spawned(pid(3), t0 + HEALTH);
+    sup.handle(Event::WorkerReady(pid(3)), t0 + HEALTH);
+    sup.handle(Event::WorkerHeartbeat(pid(2)), t0 + HEALTH + GRACE);
+    sup.handle(Event::WorkerHeartbeat(pid(3)), t0 + HEALTH + GRACE);
+    assert_eq!(
+        sup.handle(Event::Tick, t0 + HEALTH + GRACE),
+        vec![Action::Kill(pid(1))]
+    );
+}
+
+#[test]
+fn a_worker_that_never_gets_ready_is_killed_after_the_health_timeout() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(settings(1, DrainMode::Ebpf));
+    sup.start(t0);
+    sup.spawned(pid(1), t0);
+    assert_eq!(
+        sup.handle(Event::Tick, t0 + HEALTH),
+        vec![Action::Kill(pid(1))]
+    );
+}
+
+#[test]
+fn an_upgrade_hands_over_without_refusing_and_exits_when_the_old_workers_are_gone() {
+    let t0 = Instant::now();
+    let mut sup = serving(2, DrainMode::Ebpf, t0);
+    assert_eq!(
+        sup.handle(Event::Signal(Signal::SIGUSR2), t0),
+        vec![Action::StartUpgrade]
+    );
+    assert!(sup.handle(Event::Signal(Signal::SIGUSR2), t0).is_empty());
+    let within = GRACE - WORKER_ABORT_MARGIN;
+    assert_eq!(
+        sup.handle(Event::UpgradeReady, t0),
+        vec![stop(1, within), stop(2, within), Action::CloseListener]
+    );
+    sup.handle(exited(1), t0);
+    assert_eq!(
+        sup.handle(exited(2), t0),
+        vec![Action::Exit(ShutdownOutcome::Graceful)]
+    );
+}
+
+#[test]
+fn a_failed_upgrade_keeps_serving_and_can_be_retried() {
+    let t0 = Instant::now();
+    let mut sup = serving(2, DrainMode::Ebpf, t0);
+    sup.handle(Event::Signal(Signal::SIGUSR2), t0);
+    assert!(sup.handle(Event::UpgradeFailed, t0).is_empty());
+    assert!(sup.handle(Event::UpgradeReady, t0).is_empty());
+    assert_eq!(
+        sup.handle(Event::Signal(Signal::SIGUSR2), t0),
+        vec![Action::StartUpgrade]
+    );
 }

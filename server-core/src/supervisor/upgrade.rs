@@ -1,0 +1,149 @@
+//! Binary upgrade (SIGUSR2): start the executable on disk as a new parent that inherits
+//! the listener, and hand over once its workers are ready.
+//!
+//! The old parent forks; the child puts the listener at descriptor 3, sets `LISTEN_FDS=1`
+//! and `LISTEN_PID` to its own pid (systemd's convention, so the new parent adopts the
+//! socket instead of binding) plus the descriptor of a pipe, and execs the executable path
+//! recorded at startup with the same arguments. The new parent writes one byte to the pipe
+//! when all its workers are ready; the old parent then stops its own workers, without any
+//! refusal: the socket stays open in the new workers, and with it the accept queue. The
+//! port never refuses a connection.
+
+use std::ffi::{CString, OsString};
+use std::fs::File;
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use nix::fcntl::OFlag;
+use nix::unistd::{fork, ForkResult, Pid};
+
+use crate::error::{Error, Result};
+use crate::socket_activation::LISTEN_FDS_START;
+
+/// Environment variable naming the pipe descriptor the new parent reports readiness on.
+const READY_FD_ENV: &str = "SERVER_CORE_UPGRADE_READY_FD";
+/// Descriptors at or above this are safe from the `dup2` onto descriptor 3.
+const HIGH_FD: RawFd = 10;
+
+/// How to start this program again: recorded at startup, before the file on disk can be
+/// replaced by a new build.
+#[derive(Debug, Clone)]
+pub(crate) struct Relaunch {
+    exe: PathBuf,
+    args: Vec<OsString>,
+}
+
+impl Relaunch {
+    /// The running executable's path and arguments.
+    pub(crate) fn current() -> Option<Self> {
+        Some(Self {
+            exe: std::env::current_exe().ok()?,
+            args: std::env::args_os().collect(),
+        })
+    }
+}
+
+/// The new parent being started, seen from the old one.
+#[derive(Debug)]
+pub(crate) struct NewParent {
+    /// Its pid (our child until we exit).
+    pub(crate) pid: Pid,
+    /// Read end of its readiness pipe (non-blocking).
+    pub(crate) ready: File,
+}
+
+/// Forks and execs the new parent with the listener at descriptor 3.
+pub(crate) fn start_new_parent(listener: &TcpListener, relaunch: &Relaunch) -> Result<NewParent> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
+        .map_err(|e| Error::sys("cannot create the upgrade pipe", e))?;
+    let write = move_high(write)?;
+    let to_cstring = |bytes: &[u8]| {
+        CString::new(bytes)
+            .map_err(|e| Error::sys("argument with a NUL byte", std::io::Error::other(e)))
+    };
+    let exe = to_cstring(relaunch.exe.as_os_str().as_bytes())?;
+    let args = relaunch
+        .args
+        .iter()
+        .map(|a| to_cstring(a.as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+    let mut env = std::env::vars_os()
+        .filter(|(k, _)| !k.as_bytes().starts_with(b"LISTEN_") && k != READY_FD_ENV)
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            to_cstring(&kv)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    env.push(to_cstring(b"LISTEN_FDS=1")?);
+    env.push(to_cstring(b"LISTEN_FDNAMES=http")?);
+    env.push(to_cstring(
+        format!("{READY_FD_ENV}={}", write.as_raw_fd()).as_bytes(),
+    )?);
+    // SAFETY: the supervisor is single-threaded; the child only execs (or exits).
+    match unsafe { fork() }.map_err(|e| Error::sys("cannot fork the new parent", e))? {
+        ForkResult::Parent { child } => {
+            drop(write);
+            Ok(NewParent {
+                pid: child,
+                ready: File::from(read),
+            })
+        }
+        ForkResult::Child => {
+            let listen_pid = format!("LISTEN_PID={}", std::process::id());
+            if let Ok(listen_pid) = CString::new(listen_pid) {
+                env.push(listen_pid);
+            }
+            // SAFETY: plain descriptor calls in the child before exec.
+            unsafe {
+                if listener.as_raw_fd() != LISTEN_FDS_START {
+                    libc::dup2(listener.as_raw_fd(), LISTEN_FDS_START);
+                }
+                libc::fcntl(LISTEN_FDS_START, libc::F_SETFD, 0);
+                libc::fcntl(write.as_raw_fd(), libc::F_SETFD, 0);
+            }
+            let _ = nix::unistd::execve(&exe, &args, &env);
+            // SAFETY: exec failed; leave without running the parent's destructors.
+            unsafe { libc::_exit(127) }
+        }
+    }
+}
+
+/// Moves a descriptor to a number at or above [`HIGH_FD`] (close-on-exec).
+fn move_high(fd: OwnedFd) -> Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we own.
+    let high = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, HIGH_FD) };
+    if high < 0 {
+        return Err(Error::sys(
+            "cannot move the upgrade pipe",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: `high` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(high) })
+}
+
+/// In a parent started by an upgrade: the pipe to report readiness on (taken from the
+/// environment, which is cleaned so that workers do not inherit it).
+pub(crate) fn take_ready_notifier() -> Option<File> {
+    let fd: RawFd = std::env::var(READY_FD_ENV).ok()?.parse().ok()?;
+    std::env::remove_var(READY_FD_ENV);
+    // SAFETY: F_GETFD only checks that the descriptor is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the old parent passed this descriptor to us alone.
+    let file = unsafe { File::from_raw_fd(fd) };
+    // SAFETY: make sure workers and exec'd programs do not keep it.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Some(file)
+}
+
+/// Tells the old parent that the new generation is ready.
+pub(crate) fn report_ready(mut notifier: File) {
+    let _ = notifier.write_all(b"R");
+}
