@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{is_alive, server_cli, RunningServer};
 use nix::sys::signal::Signal;
-use shutdown_harness::run::ServerExit;
+use shutdown_harness::run::{Disruption, ServerExit};
 use shutdown_harness::{Plan, Report, Scenario, ServerCommand, TrafficOverrides};
 
 /// Load tests share two cores: run them one at a time so they measure the server, not
@@ -41,13 +41,15 @@ fn plan_with(
         scenario,
         server: ServerCommand { argv },
         port: None,
-        signal: scenario.default_signal(),
+        disruptions: vec![scenario.default_disruption()],
+        expect_workers: None,
         signal_after: Duration::from_secs_f64(signal_after),
+        repeat_every: None,
         duration: Duration::from_secs_f64(duration),
         clients: scenario.clients(overrides),
         max_exit_after: Duration::from_secs(15),
         ready_timeout: Duration::from_secs(20),
-        expect_exit: scenario.expects_exit(),
+        expectation: scenario.default_disruption().expectation(),
         server_log: std::env::temp_dir().join(format!(
             "server-cli-test-{}-{:?}.log",
             std::process::id(),
@@ -181,7 +183,7 @@ fn slow_requests_are_cut_at_the_deadline_and_fast_clients_lose_nothing() {
 #[test]
 fn sigint_stops_gracefully_like_sigterm() {
     let mut plan = plan(Scenario::Seed, &["--workers", "2"], 1.0, 2.5);
-    plan.signal = Signal::SIGINT;
+    plan.disruptions = vec![Disruption::Signal(Signal::SIGINT)];
     assert_zero_drop(&run(&plan));
 }
 

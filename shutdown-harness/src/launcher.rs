@@ -56,8 +56,9 @@ pub fn launch(argv: &[String], log: &Path) -> Result<Child, HarnessError> {
         .map_err(|e| HarnessError::Launch(program.clone(), e))
 }
 
-/// Processes of the group `pgid` that are still running (not zombies).
-pub fn live_group_members(pgid: u32) -> Vec<u32> {
+/// Running (non-zombie) processes whose field `index` of `/proc/PID/stat` (counted after
+/// the command name: 0 state, 1 ppid, 2 pgrp) is `value`.
+fn processes_where(index: usize, value: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -72,9 +73,19 @@ pub fn live_group_members(pgid: u32) -> Vec<u32> {
                 return false;
             };
             let fields: Vec<&str> = rest.split_whitespace().collect();
-            fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+            fields.len() > index && fields[0] != "Z" && fields[index] == value.to_string()
         })
         .collect()
+}
+
+/// Processes of the group `pgid` that are still running (not zombies).
+pub fn live_group_members(pgid: u32) -> Vec<u32> {
+    processes_where(2, pgid)
+}
+
+/// Running children of `parent` (the workers of a supervisor).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    processes_where(1, parent)
 }
 
 /// SIGKILLs every process of the group.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use nix::sys::signal::Signal;
+use shutdown_harness::run::Disruption;
 use shutdown_harness::{Plan, Scenario, ServerCommand, TrafficOverrides};
 
 /// Launch a server, drive traffic at it, send it a signal, and classify every request.
@@ -16,10 +17,20 @@ pub struct Options {
     /// Traffic shape.
     #[arg(long, value_enum, default_value_t = Scenario::Seed)]
     pub scenario: Scenario,
-    /// Signal sent to the launched process: TERM, INT, HUP, TTIN, TTOU, QUIT, USR2
-    /// (default: HUP for the reload scenario, TERM otherwise).
+    /// Signal sent to the launched process: TERM, INT, HUP, TTIN, TTOU, QUIT, USR2,
+    /// KILL-WORKER (SIGKILL to one of its children) or NONE; a comma-separated list is
+    /// cycled with --signal-every (e.g. TTOU,TTIN). Default: HUP for the reload scenario,
+    /// TERM otherwise. TERM, INT and QUIT must make the server exit; USR2 must hand over to
+    /// a new parent; the others must leave it serving, refusing nothing.
     #[arg(long)]
     pub signal: Option<String>,
+    /// Send the signal again every SECS until traffic ends (e.g. HUP every 2 s).
+    #[arg(long, value_name = "SECS")]
+    pub signal_every: Option<f64>,
+    /// When the server keeps serving: how many workers (children of the launched
+    /// process) it must have at the end.
+    #[arg(long, value_name = "N")]
+    pub expect_workers: Option<usize>,
     /// Seconds of traffic before the signal.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub signal_after: f64,
@@ -69,8 +80,13 @@ fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(value))
 }
 
-fn parse_signal(name: &str) -> anyhow::Result<Signal> {
+fn parse_disruption(name: &str) -> anyhow::Result<Disruption> {
     let upper = name.trim().to_ascii_uppercase();
+    match upper.as_str() {
+        "KILL-WORKER" => return Ok(Disruption::KillWorker),
+        "NONE" => return Ok(Disruption::Nothing),
+        _ => {}
+    }
     let full = if upper.starts_with("SIG") {
         upper
     } else {
@@ -89,9 +105,9 @@ fn parse_signal(name: &str) -> anyhow::Result<Signal> {
         Signal::SIGUSR2,
     ];
     if !ALLOWED.contains(&signal) {
-        bail!("--signal must be one of TERM, INT, HUP, TTIN, TTOU, QUIT, USR2");
+        bail!("--signal must be one of TERM, INT, HUP, TTIN, TTOU, QUIT, USR2, KILL-WORKER, NONE");
     }
-    Ok(signal)
+    Ok(Disruption::Signal(signal))
 }
 
 /// The server command the harness runs when none is given: `server-cli` beside this
@@ -117,9 +133,12 @@ fn default_server() -> anyhow::Result<Vec<String>> {
 impl Options {
     /// Checks the options and turns them into a run plan.
     pub fn plan(&self) -> anyhow::Result<Plan> {
-        let signal = match &self.signal {
-            Some(name) => parse_signal(name)?,
-            None => self.scenario.default_signal(),
+        let disruptions = match &self.signal {
+            Some(names) => names
+                .split(',')
+                .map(parse_disruption)
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            None => vec![self.scenario.default_disruption()],
         };
         let duration = seconds("duration", self.duration)?;
         let signal_after = seconds("signal-after", self.signal_after)?;
@@ -157,14 +176,18 @@ impl Options {
             scenario: self.scenario,
             server: ServerCommand { argv },
             port: self.port,
-            signal,
+            expectation: Disruption::expectation_of(&disruptions),
+            disruptions,
+            expect_workers: self.expect_workers,
             signal_after,
+            repeat_every: self
+                .signal_every
+                .map(|s| seconds("signal-every", s))
+                .transpose()?,
             duration,
             clients: self.scenario.clients(overrides),
             max_exit_after: seconds("max-exit-after", self.max_exit_after)?,
             ready_timeout: seconds("ready-timeout", self.ready_timeout)?,
-            expect_exit: self.scenario.expects_exit()
-                && !matches!(signal, Signal::SIGHUP | Signal::SIGTTIN | Signal::SIGTTOU),
             server_log,
         })
     }

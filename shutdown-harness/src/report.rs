@@ -6,7 +6,10 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::outcome::Outcome;
-use crate::run::{Plan, RequestRecord, ServerExit};
+use crate::run::{Disruption, Expectation, Plan, RequestRecord, ServerExit};
+
+/// How soon after a worker's SIGKILL a failed request counts as in flight on that worker.
+pub const KILLED_IN_FLIGHT_WINDOW: f64 = 0.25;
 use crate::scenario::{Role, Scenario};
 
 /// Counts of one outcome before and after the signal.
@@ -31,8 +34,12 @@ pub struct Summary {
     pub server_command: Vec<String>,
     /// Signal sent.
     pub signal: String,
-    /// Seconds after traffic start when the signal was sent.
+    /// Seconds after traffic start when the signal was sent (the first one, if repeated).
     pub signal_at: f64,
+    /// Every time the disruption was carried out, in seconds since traffic start.
+    pub disruptions: Vec<f64>,
+    /// What the server was expected to do.
+    pub expectation: Expectation,
     /// Requests of ordinary clients.
     pub total: usize,
     /// Answered with 2xx.
@@ -41,6 +48,12 @@ pub struct Summary {
     pub refused: usize,
     /// Lost: anything but ok and refused.
     pub dropped: usize,
+    /// Requests that were in flight on a worker the harness SIGKILLed (they fail by
+    /// construction; reported apart from drops): failed with a reset, EOF or partial
+    /// response within [`KILLED_IN_FLIGHT_WINDOW`] after the kill. A request may have
+    /// started just after `kill()` returned: the dying worker accepts until the kernel
+    /// actually stops it.
+    pub killed_in_flight: usize,
     /// Slow requests (stuck on purpose) that did not complete: cut by the server's deadline.
     pub slow_not_completed: usize,
     /// Slow requests that completed.
@@ -53,6 +66,8 @@ pub struct Summary {
     pub ok_per_sec_before_signal: f64,
     /// How the server ended.
     pub server_exit: ServerExit,
+    /// Workers the server had at the end (when `--expect-workers` asked).
+    pub workers_at_end: Option<usize>,
     /// Processes of the server's group still running after it exited.
     pub orphans: Vec<u32>,
     /// One row per outcome.
@@ -78,10 +93,24 @@ impl Report {
         plan: &Plan,
         server_command: Vec<String>,
         records: Vec<RequestRecord>,
-        signal_at: f64,
+        disruptions: Vec<f64>,
         server_exit: ServerExit,
         orphans: Vec<u32>,
     ) -> Self {
+        let signal_at = disruptions
+            .first()
+            .copied()
+            .unwrap_or(plan.signal_after.as_secs_f64());
+        let killed_in_flight = |r: &RequestRecord| {
+            plan.disruptions.contains(&Disruption::KillWorker)
+                && matches!(
+                    r.outcome,
+                    Outcome::Reset | Outcome::EofBeforeResponse | Outcome::PartialResponse
+                )
+                && disruptions
+                    .iter()
+                    .any(|&k| (k..k + KILLED_IN_FLIGHT_WINDOW).contains(&r.end))
+        };
         let fast = || records.iter().filter(|r| r.role == Role::Fast);
         let mut rows: BTreeMap<Outcome, (usize, usize)> = BTreeMap::new();
         for r in fast() {
@@ -93,7 +122,7 @@ impl Report {
             }
         }
         let drops: Vec<f64> = fast()
-            .filter(|r| r.outcome.is_drop())
+            .filter(|r| r.outcome.is_drop() && !killed_in_flight(r))
             .map(|r| r.end - signal_at)
             .collect();
         let slow: Vec<&RequestRecord> = records.iter().filter(|r| r.role == Role::Slow).collect();
@@ -102,8 +131,11 @@ impl Report {
         let mut summary = Summary {
             scenario: plan.scenario,
             server_command,
-            signal: plan.signal.to_string(),
+            signal: plan.disruption_label(),
             signal_at,
+            disruptions: disruptions.clone(),
+            expectation: plan.expectation,
+            killed_in_flight: fast().filter(|r| killed_in_flight(r)).count(),
             total,
             ok: fast()
                 .filter(|r| matches!(r.outcome, Outcome::Ok(_)))
@@ -122,6 +154,7 @@ impl Report {
                 .count() as f64
                 / signal_at.max(0.001),
             server_exit,
+            workers_at_end: None,
             orphans,
             rows: rows
                 .into_iter()
@@ -142,6 +175,19 @@ impl Report {
         }
     }
 
+    /// Adds a failure when the server did not have the expected number of workers at the
+    /// end (`workers` is what it had, when it was checked).
+    pub fn check_workers_at_end(&mut self, plan: &Plan, workers: Option<usize>) {
+        if let (Some(expected), Some(found)) = (plan.expect_workers, workers) {
+            self.summary.workers_at_end = Some(found);
+            if found != expected {
+                self.summary
+                    .failures
+                    .push(format!("{found} workers at the end, expected {expected}"));
+            }
+        }
+    }
+
     /// Whether the server lost nothing and stopped as it should.
     pub fn passed(&self) -> bool {
         self.summary.failures.is_empty()
@@ -157,7 +203,8 @@ impl Report {
             s.scenario,
             s.server_command.join(" ")
         );
-        let _ = writeln!(out, "signal: {} at {:.2} s", s.signal, s.signal_at);
+        let times: Vec<String> = s.disruptions.iter().map(|t| format!("{t:.2}")).collect();
+        let _ = writeln!(out, "signal: {} at {} s", s.signal, times.join(", "));
         let _ = writeln!(
             out,
             "{:<22} {:>14} {:>14}",
@@ -181,6 +228,13 @@ impl Report {
                 "drops from {first:+.3} s to {last:+.3} s after the signal"
             );
         }
+        if s.killed_in_flight > 0 {
+            let _ = writeln!(
+                out,
+                "in flight on the killed worker (failed by construction, not counted as drops): {}",
+                s.killed_in_flight
+            );
+        }
         if s.slow_completed + s.slow_not_completed > 0 {
             let _ = writeln!(
                 out,
@@ -198,8 +252,14 @@ impl Report {
             }
             ServerExit::DidNotExit => "did not exit in time; killed".into(),
             ServerExit::KeptServing => "kept serving through the signal".into(),
+            ServerExit::HandedOver { after_signal } => format!(
+                "handed over: the old parent exited {after_signal:.3} s after the signal, the new generation served on"
+            ),
         };
         let _ = writeln!(out, "server: {exit}");
+        if let Some(n) = s.workers_at_end {
+            let _ = writeln!(out, "workers at the end: {n}");
+        }
         if !s.orphans.is_empty() {
             let _ = writeln!(out, "orphans left behind (killed): {:?}", s.orphans);
         }
@@ -207,7 +267,9 @@ impl Report {
             let _ = writeln!(out, "FAIL: {failure}");
         }
         let exit_after = match &s.server_exit {
-            ServerExit::Exited { after_signal, .. } => format!("{after_signal:.3}s"),
+            ServerExit::Exited { after_signal, .. } | ServerExit::HandedOver { after_signal } => {
+                format!("{after_signal:.3}s")
+            }
             _ => "-".into(),
         };
         let _ = write!(
@@ -235,32 +297,31 @@ fn judge(s: &Summary, plan: &Plan) -> Vec<String> {
     if !s.orphans.is_empty() {
         failures.push(format!("{} processes left behind", s.orphans.len()));
     }
-    match &s.server_exit {
-        ServerExit::Exited { after_signal, .. } if !plan.expect_exit => {
-            failures.push(format!(
-                "the server exited {after_signal:.3} s after {} instead of serving on",
-                s.signal
-            ));
-        }
-        ServerExit::Exited { after_signal, .. }
-            if *after_signal > plan.max_exit_after.as_secs_f64() =>
-        {
-            failures.push(format!("the server took {after_signal:.3} s to exit"));
-        }
-        ServerExit::Exited { .. } => {}
-        ServerExit::ExitedBeforeSignal { status } => {
+    let max_exit = plan.max_exit_after.as_secs_f64();
+    match (&s.server_exit, plan.expectation) {
+        (ServerExit::ExitedBeforeSignal { status }, _) => {
             failures.push(format!("the server exited before the signal ({status})"));
         }
-        ServerExit::DidNotExit => failures.push(format!(
-            "the server did not exit within {:.1} s of the signal",
-            plan.max_exit_after.as_secs_f64()
+        (ServerExit::DidNotExit, _) => failures.push(format!(
+            "the server did not exit within {max_exit:.1} s of the signal"
         )),
-        ServerExit::KeptServing => {}
+        (ServerExit::Exited { after_signal, .. }, Expectation::Exits) => {
+            if *after_signal > max_exit {
+                failures.push(format!("the server took {after_signal:.3} s to exit"));
+            }
+        }
+        (ServerExit::Exited { after_signal, .. }, _) => failures.push(format!(
+            "the server exited {after_signal:.3} s after {} instead of serving on",
+            s.signal
+        )),
+        (ServerExit::KeptServing, Expectation::KeepsServing)
+        | (ServerExit::HandedOver { .. }, Expectation::HandsOver) => {}
+        (other, expected) => failures.push(format!("expected {expected:?}, got {other:?}")),
     }
-    if !plan.expect_exit && s.refused > 0 {
+    if plan.expectation != Expectation::Exits && s.refused > 0 {
         failures.push(format!(
-            "{} connections refused during {}",
-            s.refused, s.signal
+            "{} connections refused while the server should have kept serving",
+            s.refused
         ));
     }
     failures

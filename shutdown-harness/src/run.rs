@@ -12,7 +12,9 @@ use tokio::task::JoinSet;
 
 use crate::client::{send, Connection, RequestSpec};
 use crate::error::HarnessError;
-use crate::launcher::{free_port, kill_group, launch, live_group_members, ServerCommand};
+use crate::launcher::{
+    children_of, free_port, kill_group, launch, live_group_members, ServerCommand,
+};
 use crate::outcome::Outcome;
 use crate::report::Report;
 use crate::scenario::{ClientGroup, Role, Scenario};
@@ -20,6 +22,8 @@ use crate::scenario::{ClientGroup, Role, Scenario};
 /// Most requests one client may send in a run (every loop is bounded in count as well as
 /// in time).
 const MAX_REQUESTS_PER_CLIENT: usize = 2_000_000;
+/// Most disruptions in one run.
+const MAX_DISRUPTIONS: usize = 10_000;
 /// Pause of a client after a refused connection.
 const REFUSED_RETRY_PAUSE: Duration = Duration::from_millis(10);
 /// How long processes of the server's group may outlive it before they count as orphans.
@@ -36,22 +40,103 @@ pub struct Plan {
     pub server: ServerCommand,
     /// Port to use when the command has no `{port}`.
     pub port: Option<u16>,
-    /// Signal to send to the launched process.
-    pub signal: Signal,
-    /// When to send it, after traffic starts.
+    /// What to do to the server; with repeats, the sequence is cycled (e.g. TTOU, TTIN).
+    pub disruptions: Vec<Disruption>,
+    /// When to do it first, after traffic starts.
     pub signal_after: Duration,
+    /// Do it again this often until traffic ends (e.g. HUP every 2 s).
+    pub repeat_every: Option<Duration>,
     /// How long traffic runs in all.
     pub duration: Duration,
     /// The clients.
     pub clients: Vec<ClientGroup>,
+    /// Workers (children of the launched process) the server must have at the end, when it
+    /// is expected to keep serving.
+    pub expect_workers: Option<usize>,
     /// Longest acceptable time from the signal to the server's exit.
     pub max_exit_after: Duration,
     /// Longest wait for the server to answer its first request.
     pub ready_timeout: Duration,
-    /// Whether the signal should make the server exit (false for reload).
-    pub expect_exit: bool,
+    /// What the server should do after the disruption.
+    pub expectation: Expectation,
     /// Where the server's output goes.
     pub server_log: PathBuf,
+}
+
+/// What the harness does to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disruption {
+    /// Send this signal to the launched process.
+    Signal(Signal),
+    /// SIGKILL one worker (a child of the launched process).
+    KillWorker,
+    /// Nothing: traffic only (e.g. to watch request-quota recycling).
+    Nothing,
+}
+
+impl Disruption {
+    /// What a well-behaved server does after it: TERM, INT and QUIT stop it; HUP, TTIN,
+    /// TTOU and a killed worker leave it serving; USR2 hands over to a new parent.
+    pub fn expectation(self) -> Expectation {
+        match self {
+            Disruption::Signal(Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) => {
+                Expectation::Exits
+            }
+            Disruption::Signal(Signal::SIGUSR2) => Expectation::HandsOver,
+            Disruption::Signal(_) | Disruption::KillWorker | Disruption::Nothing => {
+                Expectation::KeepsServing
+            }
+        }
+    }
+
+    /// The strongest expectation of a sequence: any stop means the server must exit.
+    pub fn expectation_of(sequence: &[Disruption]) -> Expectation {
+        let all: Vec<Expectation> = sequence.iter().map(|d| d.expectation()).collect();
+        if all.contains(&Expectation::Exits) {
+            Expectation::Exits
+        } else if all.contains(&Expectation::HandsOver) {
+            Expectation::HandsOver
+        } else {
+            Expectation::KeepsServing
+        }
+    }
+
+    /// Its name in reports.
+    pub fn label(self) -> String {
+        match self {
+            Disruption::Signal(signal) => signal.to_string(),
+            Disruption::KillWorker => "SIGKILL to one worker".into(),
+            Disruption::Nothing => "nothing".into(),
+        }
+    }
+}
+
+impl Plan {
+    /// The `index`-th disruption of the cycled sequence.
+    pub fn disruption_at(&self, index: usize) -> Disruption {
+        if self.disruptions.is_empty() {
+            return Disruption::Nothing;
+        }
+        self.disruptions[index % self.disruptions.len()]
+    }
+
+    /// The sequence's name in reports.
+    pub fn disruption_label(&self) -> String {
+        let labels: Vec<String> = self.disruptions.iter().map(|d| d.label()).collect();
+        labels.join(",")
+    }
+}
+
+/// What the server should do after the disruption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expectation {
+    /// Exit by itself, in time.
+    Exits,
+    /// Keep serving, refusing nothing.
+    KeepsServing,
+    /// The launched parent exits; its successor serves on, refusing nothing.
+    HandsOver,
 }
 
 /// One request as the harness saw it. Times are seconds since traffic started.
@@ -87,8 +172,15 @@ pub enum ServerExit {
     },
     /// It was still running when the harness gave up waiting, and was killed.
     DidNotExit,
-    /// Reload scenario: it kept running through the signal, and was then stopped.
+    /// It kept running through the disruption (reload, scaling, a killed worker), and was
+    /// then stopped.
     KeptServing,
+    /// Binary upgrade: the launched parent exited after handing the socket to a new
+    /// generation, which kept serving (and was then stopped).
+    HandedOver {
+        /// Seconds from the signal to the old parent's exit.
+        after_signal: f64,
+    },
 }
 
 /// Runs the plan and returns the report.
@@ -127,21 +219,23 @@ pub async fn run(plan: &Plan) -> Result<Report, HarnessError> {
         }
     }
 
-    let signal_at = started + plan.signal_after;
-    let mut signal_time = plan.signal_after.as_secs_f64();
+    let first_at = started + plan.signal_after;
     let early_exit = tokio::select! {
         status = child.wait() => Some(status),
-        () = tokio::time::sleep_until(signal_at.into()) => None,
+        () = tokio::time::sleep_until(first_at.into()) => None,
     };
+    let mut disruptions = Vec::new();
     let exit = match early_exit {
         Some(status) => ServerExit::ExitedBeforeSignal {
             status: describe(status),
         },
         None => {
             let sent_at = Instant::now();
-            signal_time = sent_at.duration_since(started).as_secs_f64();
-            let _ = kill(Pid::from_raw(pid as i32), plan.signal);
-            watch_exit(&mut child, plan, sent_at, traffic_end).await
+            disruptions.push(disrupt(plan.disruption_at(0), pid, started));
+            let (mut repeats, exited_early) =
+                repeat_disruption(&mut child, plan, pid, started, traffic_end).await;
+            disruptions.append(&mut repeats);
+            watch_exit(&mut child, plan, sent_at, traffic_end, exited_early).await
         }
     };
 
@@ -151,19 +245,108 @@ pub async fn run(plan: &Plan) -> Result<Report, HarnessError> {
             records.append(&mut r);
         }
     }
-    let exit = match exit {
-        ServerExit::KeptServing => stop_after_reload(&mut child, plan).await,
-        other => other,
+    let workers_at_end = match (&exit, plan.expect_workers) {
+        (ServerExit::KeptServing, Some(n)) => Some(wait_for_workers(pid, n).await),
+        _ => None,
     };
-    let orphans = lingering_group_members(pid).await;
+    let mut orphans = Vec::new();
+    match exit {
+        ServerExit::KeptServing => {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            if tokio::time::timeout(plan.max_exit_after, child.wait())
+                .await
+                .is_err()
+            {
+                kill_group(pid);
+                let _ = child.wait().await;
+            }
+            orphans = lingering_group_members(pid).await;
+        }
+        ServerExit::HandedOver { .. } => stop_new_generation(pid, plan).await,
+        ServerExit::DidNotExit => {
+            kill_group(pid);
+            let _ = child.wait().await;
+        }
+        ServerExit::Exited { .. } | ServerExit::ExitedBeforeSignal { .. } => {
+            orphans = lingering_group_members(pid).await;
+        }
+    }
     if !orphans.is_empty() {
         kill_group(pid);
     }
-    if matches!(exit, ServerExit::DidNotExit) {
-        kill_group(pid);
-        let _ = child.wait().await;
+    let mut report = Report::new(plan, argv, records, disruptions, exit, orphans);
+    report.check_workers_at_end(plan, workers_at_end);
+    Ok(report)
+}
+
+/// Carries out the disruption once; returns when, in seconds since traffic started.
+fn disrupt(disruption: Disruption, pid: u32, started: Instant) -> f64 {
+    let at = started.elapsed().as_secs_f64();
+    match disruption {
+        Disruption::Signal(signal) => {
+            let _ = kill(Pid::from_raw(pid as i32), signal);
+        }
+        Disruption::Nothing => {}
+        Disruption::KillWorker => match children_of(pid).first() {
+            Some(&worker) => {
+                let _ = kill(Pid::from_raw(worker as i32), Signal::SIGKILL);
+            }
+            None => eprintln!("warning: the server has no worker process to kill"),
+        },
     }
-    Ok(Report::new(plan, argv, records, signal_time, exit, orphans))
+    at
+}
+
+/// Repeats the disruption every `plan.repeat_every` until traffic ends (if asked to);
+/// returns the times. Stops early if the server exits.
+async fn repeat_disruption(
+    child: &mut Child,
+    plan: &Plan,
+    pid: u32,
+    started: Instant,
+    traffic_end: Instant,
+) -> (Vec<f64>, Option<std::io::Result<std::process::ExitStatus>>) {
+    let mut times = Vec::new();
+    let Some(every) = plan.repeat_every.filter(|d| !d.is_zero()) else {
+        return (times, None);
+    };
+    let mut next = started + plan.signal_after + every;
+    let mut index = 1;
+    while next < traffic_end && index < MAX_DISRUPTIONS {
+        tokio::select! {
+            status = child.wait() => return (times, Some(status)),
+            () = tokio::time::sleep_until(next.into()) => {
+                times.push(disrupt(plan.disruption_at(index), pid, started));
+            }
+        }
+        next += every;
+        index += 1;
+    }
+    (times, None)
+}
+
+/// Waits (up to 10 s, for respawns and scaling to settle) until the server has `n` workers;
+/// returns how many it has.
+async fn wait_for_workers(pid: u32, n: usize) -> usize {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let count = children_of(pid).len();
+        if count == n || Instant::now() >= give_up {
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Stops what a binary upgrade left running (the new generation, same process group):
+/// SIGTERM to the group, a bounded wait, then SIGKILL.
+async fn stop_new_generation(pgid: u32, plan: &Plan) {
+    let _ = nix::sys::signal::killpg(Pid::from_raw(pgid as i32), Signal::SIGTERM);
+    let give_up = Instant::now() + plan.max_exit_after;
+    while !live_group_members(pgid).is_empty() && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kill_group(pgid);
 }
 
 async fn wait_until_ready(
@@ -198,39 +381,40 @@ async fn wait_until_ready(
     })
 }
 
-/// After the signal: waits for the exit (bounded by `max_exit_after`), or, for a reload,
-/// checks that the server is still running when traffic ends.
+/// After the first disruption: runs the repeats, and waits for the outcome the plan
+/// expects — the exit (bounded by `max_exit_after`), the server still running when traffic
+/// ends, or the launched parent leaving after a hand-over.
 async fn watch_exit(
     child: &mut Child,
     plan: &Plan,
     sent_at: Instant,
     traffic_end: Instant,
+    exited_during_repeats: Option<std::io::Result<std::process::ExitStatus>>,
 ) -> ServerExit {
-    if !plan.expect_exit {
-        return tokio::select! {
-            status = child.wait() => ServerExit::Exited {
-                after_signal: sent_at.elapsed().as_secs_f64(),
-                status: describe(status),
-            },
+    let exited = |status| ServerExit::Exited {
+        after_signal: sent_at.elapsed().as_secs_f64(),
+        status: describe(status),
+    };
+    if let Some(status) = exited_during_repeats {
+        return exited(status);
+    }
+    match plan.expectation {
+        Expectation::KeepsServing => tokio::select! {
+            status = child.wait() => exited(status),
             () = tokio::time::sleep_until(traffic_end.into()) => ServerExit::KeptServing,
-        };
-    }
-    match tokio::time::timeout(plan.max_exit_after, child.wait()).await {
-        Ok(status) => ServerExit::Exited {
-            after_signal: sent_at.elapsed().as_secs_f64(),
-            status: describe(status),
         },
-        Err(_) => ServerExit::DidNotExit,
-    }
-}
-
-/// Stops a server that went through a reload, with SIGTERM and a bounded wait.
-async fn stop_after_reload(child: &mut Child, plan: &Plan) -> ServerExit {
-    let pid = child.id().unwrap_or(0);
-    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-    match tokio::time::timeout(plan.max_exit_after, child.wait()).await {
-        Ok(_) => ServerExit::KeptServing,
-        Err(_) => ServerExit::DidNotExit,
+        Expectation::Exits => match tokio::time::timeout(plan.max_exit_after, child.wait()).await {
+            Ok(status) => exited(status),
+            Err(_) => ServerExit::DidNotExit,
+        },
+        Expectation::HandsOver => {
+            match tokio::time::timeout(plan.max_exit_after, child.wait()).await {
+                Ok(_) => ServerExit::HandedOver {
+                    after_signal: sent_at.elapsed().as_secs_f64(),
+                },
+                Err(_) => ServerExit::DidNotExit,
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use crate::client::RequestSpec;
+use crate::run::Disruption;
 
 /// A traffic shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -20,7 +21,8 @@ pub enum Scenario {
     Keepalive,
     /// Seed-like fast clients plus 2 clients stuck on `/sleep` (requests in flight at stop).
     Slow,
-    /// Load while the server reloads (SIGHUP): it must keep serving and not exit.
+    /// Load while the server reloads (SIGHUP by default; any signal after which it must
+    /// keep serving): it must refuse nothing and not exit.
     Reload,
 }
 
@@ -73,17 +75,12 @@ fn get(path: &str, connect_timeout: Duration, request_timeout: Duration) -> Requ
 }
 
 impl Scenario {
-    /// The signal this scenario sends by default.
-    pub fn default_signal(self) -> nix::sys::signal::Signal {
+    /// What this scenario does to the server by default.
+    pub fn default_disruption(self) -> Disruption {
         match self {
-            Scenario::Reload => nix::sys::signal::Signal::SIGHUP,
-            _ => nix::sys::signal::Signal::SIGTERM,
+            Scenario::Reload => Disruption::Signal(nix::sys::signal::Signal::SIGHUP),
+            _ => Disruption::Signal(nix::sys::signal::Signal::SIGTERM),
         }
-    }
-
-    /// Whether the server is expected to exit after the signal.
-    pub fn expects_exit(self) -> bool {
-        self != Scenario::Reload
     }
 
     /// The clients of this scenario.

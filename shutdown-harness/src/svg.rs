@@ -98,7 +98,9 @@ pub fn render(report: &Report) -> String {
         &format!("SIG{}", s.signal.trim_start_matches("SIG")),
         "#9467bd",
     );
-    if let ServerExit::Exited { after_signal, .. } = s.server_exit {
+    if let ServerExit::Exited { after_signal, .. } | ServerExit::HandedOver { after_signal } =
+        s.server_exit
+    {
         marker(s.signal_at + after_signal, "exit", "#333");
     }
     svg.push_str("</svg>\n");
