@@ -6,68 +6,13 @@
 
 mod common;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::harness::{plan, plan_with, run};
 use common::{is_alive, server_cli, RunningServer};
 use nix::sys::signal::Signal;
 use shutdown_harness::run::{Disruption, ServerExit};
-use shutdown_harness::{Plan, Report, Scenario, ServerCommand, TrafficOverrides};
-
-/// Load tests share two cores: run them one at a time so they measure the server, not
-/// each other.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn plan(scenario: Scenario, server_args: &[&str], signal_after: f64, duration: f64) -> Plan {
-    plan_with(
-        scenario,
-        server_args,
-        signal_after,
-        duration,
-        TrafficOverrides::default(),
-    )
-}
-
-fn plan_with(
-    scenario: Scenario,
-    server_args: &[&str],
-    signal_after: f64,
-    duration: f64,
-    overrides: TrafficOverrides,
-) -> Plan {
-    let mut argv = vec![server_cli().to_string(), "--port".into(), "{port}".into()];
-    argv.extend(server_args.iter().map(|a| a.to_string()));
-    Plan {
-        scenario,
-        server: ServerCommand { argv },
-        port: None,
-        disruptions: vec![scenario.default_disruption()],
-        expect_workers: None,
-        signal_after: Duration::from_secs_f64(signal_after),
-        repeat_every: None,
-        duration: Duration::from_secs_f64(duration),
-        clients: scenario.clients(overrides),
-        max_exit_after: Duration::from_secs(15),
-        ready_timeout: Duration::from_secs(20),
-        expectation: scenario.default_disruption().expectation(),
-        server_log: std::env::temp_dir().join(format!(
-            "server-cli-test-{}-{:?}.log",
-            std::process::id(),
-            scenario
-        )),
-    }
-}
-
-fn run(plan: &Plan) -> Report {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let report = runtime.block_on(shutdown_harness::run(plan)).unwrap();
-    println!("{}", report.text());
-    report
-}
+use shutdown_harness::{Report, Scenario, TrafficOverrides};
 
 fn exit_after(report: &Report) -> f64 {
     match &report.summary.server_exit {
