@@ -63,6 +63,36 @@ pub struct Cli {
     /// Seconds the demo app's shutdown hook sleeps, as the seed report's app does.
     #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_seconds)]
     pub demo_shutdown_delay: f64,
+    /// Signal that asks an external worker to stop gracefully.
+    #[arg(long, value_enum, default_value_t = StopSignalArg::Term)]
+    pub worker_stop_signal: StopSignalArg,
+    /// Run this program as each worker instead of the demo app, with the listener at
+    /// descriptor 3 (LISTEN_FDS=1, LISTEN_PID as systemd sets them; `{fd}` in an argument
+    /// becomes 3). Example: `-- uvicorn app:app --fd 3`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// `--worker-stop-signal` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StopSignalArg {
+    /// SIGTERM.
+    Term,
+    /// SIGINT.
+    Int,
+    /// SIGQUIT.
+    Quit,
+}
+
+impl StopSignalArg {
+    /// The signal this names.
+    pub fn signal(self) -> server_core::Signal {
+        match self {
+            StopSignalArg::Term => server_core::Signal::SIGTERM,
+            StopSignalArg::Int => server_core::Signal::SIGINT,
+            StopSignalArg::Quit => server_core::Signal::SIGQUIT,
+        }
+    }
 }
 
 /// `--listener-drain` values.

@@ -1,4 +1,4 @@
-//! `server-cli`: the demo app (or, later, any server command) on N zero-drop workers.
+//! `server-cli`: the demo app, or any server command, on N zero-drop workers.
 
 mod cli;
 mod demo_app;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use server_core::Server;
+use server_core::{Server, WorkerCommand};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -23,9 +23,21 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
-    let shutdown_delay = Duration::from_secs_f64(cli.demo_shutdown_delay);
-    let outcome = Server::new(cli.server_config())
-        .serve(|| demo_app::demo_app(shutdown_delay))
-        .context("cannot run the server")?;
+    let server = Server::new(cli.server_config());
+    let outcome = if cli.command.is_empty() {
+        let shutdown_delay = Duration::from_secs_f64(cli.demo_shutdown_delay);
+        server.serve(|| demo_app::demo_app(shutdown_delay))
+    } else {
+        if cli.limit_max_requests.is_some() {
+            anyhow::bail!(
+                "--limit-max-requests needs the built-in app: external workers do not report their requests"
+            );
+        }
+        server.serve_command(&WorkerCommand {
+            argv: cli.command.clone(),
+            stop_signal: cli.worker_stop_signal.signal(),
+        })
+    }
+    .context("cannot run the server")?;
     Ok(ExitCode::from(outcome.exit_code() as u8))
 }

@@ -24,4 +24,6 @@ mod worker;
 pub use app::{App, ShutdownHook};
 pub use config::{Bind, ListenerDrain, ServerConfig};
 pub use error::{Error, Result};
+pub use nix::sys::signal::Signal;
 pub use server::{Server, ShutdownOutcome};
+pub use supervisor::external::WorkerCommand;

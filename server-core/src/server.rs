@@ -3,6 +3,7 @@
 use crate::app::App;
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
+use crate::supervisor::external::{PreparedCommand, WorkerCommand};
 use crate::{supervisor, worker};
 
 /// How the server ended, for the embedding program's exit status.
@@ -59,7 +60,18 @@ impl Server {
         let make_app = move || make_app().into();
         let config = &self.config;
         let mut body = |start| worker::run(start, config, &make_app);
-        supervisor::run(config, &mut body)
+        supervisor::run(config, supervisor::Workers::InProcess(&mut body))
+    }
+
+    /// Like [`Server::serve`], but each worker runs an external program that serves on the
+    /// listener it inherits at descriptor 3 (`LISTEN_FDS=1`, `LISTEN_PID`, as systemd
+    /// passes sockets), e.g. `uvicorn app:app --fd 3`. The stop protocol is the same up to
+    /// the workers: the kernel refuses new connections and the accept queue is emptied
+    /// before any worker is asked to stop, so even workers that know nothing of draining
+    /// lose nothing that was queued.
+    pub fn serve_command(self, command: &WorkerCommand) -> Result<ShutdownOutcome> {
+        let prepared = PreparedCommand::new(command)?;
+        supervisor::run(&self.config, supervisor::Workers::Command(prepared))
     }
 }
 

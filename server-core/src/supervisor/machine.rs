@@ -50,7 +50,23 @@ pub(crate) struct Settings {
     pub(crate) healthcheck_timeout: Duration,
     /// Replacement workers started at once during a rolling restart.
     pub(crate) max_surge: usize,
+    /// Whether workers speak the supervisor's protocol (readiness, heartbeats).
+    pub(crate) protocol: WorkerProtocol,
 }
+
+/// What the supervisor can know about its workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WorkerProtocol {
+    /// In-process workers: they report readiness and send heartbeats.
+    Native,
+    /// External programs: readiness is observed from outside (the loop probes and reports
+    /// [`Event::WorkerReady`]); there are no heartbeats, so no hang detection, and a worker
+    /// whose readiness cannot be observed is taken as ready after the health timeout.
+    External,
+}
+
+/// How often the loop looks for signs that an external worker is serving.
+pub(crate) const READINESS_PROBE_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Something the loop observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,6 +257,15 @@ impl Supervisor {
             .insert(pid, WorkerState::Starting { since: now });
     }
 
+    /// Workers not ready yet, which the loop probes when they are external programs.
+    pub(crate) fn starting_workers(&self) -> Vec<Pid> {
+        self.workers
+            .iter()
+            .filter(|(_, s)| matches!(s, WorkerState::Starting { .. }))
+            .map(|(&pid, _)| pid)
+            .collect()
+    }
+
     /// Whether the loop must read the accept queue length and report it.
     pub(crate) fn wants_queue_length(&self) -> bool {
         matches!(self.phase, Phase::EmptyingQueue { .. })
@@ -252,9 +277,16 @@ impl Supervisor {
             return Some(now + QUEUE_POLL);
         }
         let health = self.settings.healthcheck_timeout;
+        let native = self.settings.protocol == WorkerProtocol::Native;
         let worker_deadlines = self.workers.values().filter_map(|state| match *state {
-            WorkerState::Starting { since } => Some(since + health),
-            WorkerState::Ready { heard } | WorkerState::Retiring { heard } => Some(heard + health),
+            WorkerState::Starting { since } if native => Some(since + health),
+            WorkerState::Starting { since } => {
+                Some((now + READINESS_PROBE_INTERVAL).min(since + health))
+            }
+            WorkerState::Ready { heard } | WorkerState::Retiring { heard } if native => {
+                Some(heard + health)
+            }
+            WorkerState::Ready { .. } | WorkerState::Retiring { .. } => None,
             WorkerState::Stopping { kill_at } => Some(kill_at),
             WorkerState::Killed => None,
         });
@@ -544,6 +576,17 @@ impl Supervisor {
                     self.workers.insert(pid, WorkerState::Killed);
                     actions.push(Action::Kill(pid));
                 }
+                WorkerState::Starting { since }
+                    if now >= since + health
+                        && self.settings.protocol == WorkerProtocol::External =>
+                {
+                    tracing::warn!(
+                        "worker {pid}: no sign of serving {health:?} after its start; taking it as ready"
+                    );
+                    self.workers.insert(pid, WorkerState::Ready { heard: now });
+                    self.failed_starts = 0;
+                    self.respawn_not_before = None;
+                }
                 WorkerState::Starting { since } if now >= since + health => {
                     tracing::error!(
                         "worker {pid} not ready {health:?} after its start: killing it"
@@ -553,7 +596,9 @@ impl Supervisor {
                     actions.push(Action::Kill(pid));
                 }
                 WorkerState::Ready { heard } | WorkerState::Retiring { heard }
-                    if now >= heard + health && self.phase == Phase::Serving =>
+                    if now >= heard + health
+                        && self.phase == Phase::Serving
+                        && self.settings.protocol == WorkerProtocol::Native =>
                 {
                     tracing::error!(
                         "worker {pid} sent no heartbeat for {health:?} (hung); replacing it"

@@ -4,7 +4,9 @@
 //! [`machine::Supervisor`] answers with [`machine::Action`]s; this loop carries them out.
 //! There is no async runtime here: fork() is only sound from a single-threaded process.
 
+pub(crate) mod external;
 pub(crate) mod machine;
+mod readiness;
 pub(crate) mod spawn;
 mod upgrade;
 
@@ -30,7 +32,8 @@ use crate::listener::{self, ReusePort};
 use crate::notify::SystemdNotifier;
 use crate::signals::SignalPipe;
 use crate::ShutdownOutcome;
-use machine::{Action, DrainMode, Event, Settings, Status, Supervisor, WorkerExit};
+use external::{spawn_command, PreparedCommand};
+use machine::{Action, DrainMode, Event, Settings, Status, Supervisor, WorkerExit, WorkerProtocol};
 use spawn::{spawn_worker, WorkerBody};
 use upgrade::{NewParent, Relaunch};
 
@@ -42,12 +45,24 @@ struct WorkerChannel {
     closed: bool,
 }
 
+/// What the workers are.
+pub(crate) enum Workers<'a> {
+    /// Forked copies of this process running the embedded app.
+    InProcess(&'a mut WorkerBody<'a>),
+    /// An external program, exec'd in each worker.
+    Command(PreparedCommand),
+}
+
 /// Everything the loop owns.
 struct Parent<'a> {
     listener: Option<TcpListener>,
     program: Option<RefusalProgram>,
     signals: SignalPipe,
     channels: BTreeMap<Pid, WorkerChannel>,
+    /// Pids of the external workers (they have no channel).
+    external_pids: std::collections::BTreeSet<Pid>,
+    /// Inode of the listening socket, to see when an external worker accepts on it.
+    listener_inode: Option<u64>,
     /// How to exec this program again (SIGUSR2).
     relaunch: Option<Relaunch>,
     /// The new parent of an upgrade under way.
@@ -56,15 +71,12 @@ struct Parent<'a> {
     upgrade_notifier: Option<File>,
     /// Set when a service manager listens (`NOTIFY_SOCKET`).
     systemd: Option<SystemdNotifier>,
-    body: &'a mut WorkerBody<'a>,
+    workers: Workers<'a>,
 }
 
 /// Binds (or adopts) the listener, starts the workers and supervises them until they are
 /// all stopped.
-pub(crate) fn run<'a>(
-    config: &ServerConfig,
-    body: &'a mut WorkerBody<'a>,
-) -> Result<ShutdownOutcome> {
+pub(crate) fn run(config: &ServerConfig, workers: Workers<'_>) -> Result<ShutdownOutcome> {
     if config.workers == 0 {
         return Err(Error::Config("at least one worker is needed".into()));
     }
@@ -83,16 +95,22 @@ pub(crate) fn run<'a>(
             "Listener drain: close (at stop the parent closes its socket, workers accept until the queue is empty)"
         ),
     }
+    let protocol = match workers {
+        Workers::InProcess(_) => WorkerProtocol::Native,
+        Workers::Command(_) => WorkerProtocol::External,
+    };
     let mut parent = Parent {
+        listener_inode: readiness::socket_inode(listener.as_fd()),
         listener: Some(listener),
         program,
         signals,
         channels: BTreeMap::new(),
+        external_pids: std::collections::BTreeSet::new(),
         relaunch: Relaunch::current(),
         new_parent: None,
         upgrade_notifier: upgrade::take_ready_notifier(),
         systemd: SystemdNotifier::from_env(),
-        body,
+        workers,
     };
     let mut supervisor = Supervisor::new(Settings {
         workers: config.workers,
@@ -100,6 +118,7 @@ pub(crate) fn run<'a>(
         graceful_timeout: config.graceful_timeout,
         healthcheck_timeout: config.healthcheck_timeout,
         max_surge: config.max_surge.max(1),
+        protocol,
     });
     let first = supervisor.start(Instant::now());
     if let Some(outcome) = parent.execute(first, &mut supervisor)? {
@@ -232,9 +251,15 @@ impl Parent<'_> {
                 Source::NewParent => events.extend(self.read_new_parent()),
             }
         }
-        for exited in reap_children() {
+        let stop_signal = match &self.workers {
+            Workers::Command(command) => Some(command.stop_signal),
+            Workers::InProcess(_) => None,
+        };
+        for exited in reap_children(stop_signal) {
             if let Event::WorkerExited { pid, exit } = exited {
-                if self.channels.remove(&pid).is_none() {
+                let was_worker =
+                    self.channels.remove(&pid).is_some() || self.external_pids.remove(&pid);
+                if !was_worker {
                     // Not a worker: the new parent of an upgrade (its pipe says the rest).
                     continue;
                 }
@@ -243,6 +268,13 @@ impl Parent<'_> {
                 }
             }
             events.push(exited);
+        }
+        if let (Workers::Command(_), Some(inode)) = (&self.workers, self.listener_inode) {
+            for pid in supervisor.starting_workers() {
+                if readiness::accepts_on(pid, inode) {
+                    events.push(Event::WorkerReady(pid));
+                }
+            }
         }
         if supervisor.wants_queue_length() {
             let len = match &self.listener {
@@ -329,15 +361,7 @@ impl Parent<'_> {
                 Action::Spawn => self.spawn(supervisor)?,
                 Action::RefuseNewConnections => self.refuse_new_connections(),
                 Action::CloseListener => drop(self.listener.take()),
-                Action::StopWorker { pid, within } => {
-                    if let Some(channel) = self.channels.get_mut(&pid) {
-                        // Five bytes into an idle socket buffer never block. A worker that
-                        // is already gone is reaped by the loop.
-                        let _ = channel
-                            .stream
-                            .write_all(&ToWorker::Stop { within }.encode());
-                    }
-                }
+                Action::StopWorker { pid, within } => self.stop_worker(pid, within),
                 Action::Kill(pid) => {
                     let _ = kill(pid, Signal::SIGKILL);
                 }
@@ -357,9 +381,34 @@ impl Parent<'_> {
         Ok(outcome)
     }
 
+    /// Asks one worker to stop: a message on its channel, or the stop signal for an
+    /// external program (whose own timeout applies; the supervisor's deadline still ends
+    /// with SIGKILL). A worker that is already gone is reaped by the loop.
+    fn stop_worker(&mut self, pid: Pid, within: std::time::Duration) {
+        if let Some(channel) = self.channels.get_mut(&pid) {
+            // Five bytes into an idle socket buffer never block.
+            let _ = channel
+                .stream
+                .write_all(&ToWorker::Stop { within }.encode());
+        } else if let (Workers::Command(command), true) =
+            (&self.workers, self.external_pids.contains(&pid))
+        {
+            let _ = kill(pid, command.stop_signal);
+        }
+    }
+
     fn spawn(&mut self, supervisor: &mut Supervisor) -> Result<()> {
         let Some(listener) = &self.listener else {
             return Ok(());
+        };
+        let body = match &mut self.workers {
+            Workers::Command(command) => {
+                let pid = spawn_command(listener, command)?;
+                self.external_pids.insert(pid);
+                supervisor.spawned(pid, Instant::now());
+                return Ok(());
+            }
+            Workers::InProcess(body) => body,
         };
         let mut parent_only: Vec<i32> = self.signals.raw_fds().to_vec();
         parent_only.extend(self.program.as_ref().map(RefusalProgram::as_raw_fd));
@@ -367,7 +416,7 @@ impl Parent<'_> {
         parent_only.extend(self.new_parent.as_ref().map(|p| p.ready.as_raw_fd()));
         parent_only.extend(self.upgrade_notifier.as_ref().map(AsRawFd::as_raw_fd));
         parent_only.extend(self.systemd.as_ref().map(SystemdNotifier::as_raw_fd));
-        let (pid, stream) = spawn_worker(listener, &parent_only, self.body)?;
+        let (pid, stream) = spawn_worker(listener, &parent_only, &mut **body)?;
         self.channels.insert(
             pid,
             WorkerChannel {
@@ -425,8 +474,10 @@ impl Parent<'_> {
     }
 }
 
-/// Reaps every child that has exited, without blocking.
-fn reap_children() -> Vec<Event> {
+/// Reaps every child that has exited, without blocking. A child killed by `stop_signal`
+/// (the signal external workers are asked to stop with) ended cleanly: many servers, such
+/// as uvicorn, re-raise the signal after their graceful shutdown.
+fn reap_children(stop_signal: Option<Signal>) -> Vec<Event> {
     let mut events = Vec::new();
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -440,6 +491,12 @@ fn reap_children() -> Vec<Event> {
                     WorkerExit::Failed
                 };
                 events.push(Event::WorkerExited { pid, exit });
+            }
+            Ok(WaitStatus::Signaled(pid, signal, _)) if Some(signal) == stop_signal => {
+                events.push(Event::WorkerExited {
+                    pid,
+                    exit: WorkerExit::Clean,
+                });
             }
             Ok(WaitStatus::Signaled(pid, signal, _)) => {
                 tracing::warn!("process {pid} was killed by {signal}");

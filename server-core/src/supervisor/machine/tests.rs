@@ -18,6 +18,7 @@ fn settings(workers: usize, drain: DrainMode) -> Settings {
         graceful_timeout: GRACE,
         healthcheck_timeout: HEALTH,
         max_surge: 1,
+        protocol: WorkerProtocol::Native,
     }
 }
 
@@ -313,4 +314,23 @@ fn a_failed_upgrade_keeps_serving_and_can_be_retried() {
         sup.handle(Event::Signal(Signal::SIGUSR2), t0),
         vec![Action::StartUpgrade]
     );
+}
+
+#[test]
+fn external_workers_are_never_taken_for_hung_and_are_probed_until_ready() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(Settings {
+        protocol: WorkerProtocol::External,
+        ..settings(1, DrainMode::Ebpf)
+    });
+    sup.start(t0);
+    sup.spawned(pid(1), t0);
+    assert_eq!(sup.next_wakeup(t0), Some(t0 + READINESS_PROBE_INTERVAL));
+    // No sign of serving before the health timeout: taken as ready, not killed.
+    assert_eq!(
+        sup.handle(Event::Tick, t0 + HEALTH),
+        vec![Action::Notify(Status::Ready)]
+    );
+    assert_eq!(sup.next_wakeup(t0 + HEALTH), None);
+    assert!(sup.handle(Event::Tick, t0 + HEALTH * 5).is_empty());
 }

@@ -1,0 +1,86 @@
+//! External programs as workers: a tiny Python server on fd 3 that knows nothing of
+//! draining loses nothing under the supervisor's protocol.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use common::harness::{plan, run};
+use nix::sys::signal::Signal;
+use shutdown_harness::run::Disruption;
+use shutdown_harness::Scenario;
+
+fn fixture() -> String {
+    format!(
+        "{}/tests/fixtures/fd3_server.py",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn a_naive_external_worker_loses_nothing_at_sigterm() {
+    let fixture = fixture();
+    let args = ["--workers", "2", "--", "python3", &fixture];
+    let plan = plan(Scenario::Seed, &args, 1.0, 3.0);
+    let report = run(&plan);
+    let s = &report.summary;
+    assert_eq!(s.dropped, 0, "{}", report.text());
+    assert!(s.ok > 0 && s.refused > 0, "{}", report.text());
+    assert!(report.passed(), "{}", report.text());
+    let log = std::fs::read_to_string(&plan.server_log).unwrap();
+    assert!(log.contains("all workers are ready"), "{log}");
+    assert!(
+        !log.contains("taking it as ready"),
+        "readiness was not observed: {log}"
+    );
+}
+
+#[test]
+fn external_workers_are_restarted_one_by_one_on_hup_without_a_refusal() {
+    let fixture = fixture();
+    let args = [
+        "--workers",
+        "2",
+        "--no-access-log",
+        "--",
+        "python3",
+        &fixture,
+    ];
+    let mut plan = plan(Scenario::Load, &args, 1.0, 3.5);
+    plan.disruptions = vec![Disruption::Signal(Signal::SIGHUP)];
+    plan.expectation = Disruption::expectation_of(&plan.disruptions);
+    plan.expect_workers = Some(2);
+    let report = run(&plan);
+    let s = &report.summary;
+    assert_eq!((s.dropped, s.refused), (0, 0), "{}", report.text());
+    assert!(report.passed(), "{}", report.text());
+}
+
+#[test]
+fn a_missing_worker_command_is_refused_at_once() {
+    let started = Instant::now();
+    Command::cargo_bin("server-cli")
+        .unwrap()
+        .args(["--port", "0", "--", "/no/such/program", "--fd", "{fd}"])
+        .timeout(Duration::from_secs(10))
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "worker command `/no/such/program` not found",
+        ));
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn external_workers_get_the_socket_the_way_systemd_passes_it() {
+    // The fixture asserts LISTEN_FDS=1 and LISTEN_PID=its pid, and serves on fd 3.
+    let fixture = fixture();
+    let mut server = common::RunningServer::start(&["--workers", "1", "--", "python3", &fixture]);
+    assert_eq!(common::http_get(server.addr, "/").unwrap().status, 200);
+    server.signal(Signal::SIGTERM);
+    let (status, _) = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success());
+}
