@@ -37,6 +37,16 @@ pub struct Cli {
     /// Log level.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
+    /// Log line format: uvicorn-style text, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
+    /// Write the parent's pid to this file (atomically; removed at exit).
+    #[arg(long, value_name = "FILE")]
+    pub pid: Option<std::path::PathBuf>,
+    /// On SIGTERM, keep serving this long with /healthz answering 503 (so that a load
+    /// balancer or Kubernetes readiness probe takes the server out of rotation), then stop.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_seconds)]
+    pub shutdown_delay: f64,
     /// Write one access log line per request (the default).
     #[arg(long, overrides_with = "no_access_log")]
     pub access_log: bool,
@@ -106,6 +116,25 @@ pub enum DrainArg {
     Close,
 }
 
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    /// `INFO:     [pid] message`.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormatArg {
+    /// The library's format.
+    pub fn format(self) -> server_core::logging::LogFormat {
+        match self {
+            LogFormatArg::Text => server_core::logging::LogFormat::Text,
+            LogFormatArg::Json => server_core::logging::LogFormat::Json,
+        }
+    }
+}
+
 /// `--log-level` values, as uvicorn spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogLevel {
@@ -161,6 +190,8 @@ impl Cli {
         config.max_requests = self.limit_max_requests;
         config.max_requests_jitter = self.limit_max_requests_jitter;
         config.max_surge = usize::from(self.max_surge);
+        config.pid_file = self.pid.clone();
+        config.shutdown_delay = Duration::from_secs_f64(self.shutdown_delay);
         config
     }
 }

@@ -12,7 +12,7 @@ use server_core::{Server, WorkerCommand};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    server_core::logging::init(cli.log_level.as_tracing());
+    server_core::logging::init(cli.log_level.as_tracing(), cli.log_format.format());
     match run(&cli) {
         Ok(code) => code,
         Err(e) => {

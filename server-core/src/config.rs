@@ -56,6 +56,15 @@ pub struct ServerConfig {
     pub max_surge: usize,
     /// A worker that has served this many requests is replaced (its replacement ready first).
     pub max_requests: Option<u64>,
+    /// Route that answers 503 once the server is about to stop (`shutdown_delay`) or
+    /// draining; otherwise the app answers it. `None` leaves the route to the app alone.
+    pub readiness_path: Option<String>,
+    /// On SIGTERM/SIGINT, keep serving this long with the readiness route answering 503,
+    /// so that load balancers (a Kubernetes readiness probe) take the server out of rotation
+    /// before it refuses anything; then the normal stop begins (its deadline starts then).
+    pub shutdown_delay: Duration,
+    /// Where the parent writes its pid (removed at exit).
+    pub pid_file: Option<std::path::PathBuf>,
     /// Up to this many requests are added at random to each worker's quota, so that workers
     /// started together are not all replaced together.
     pub max_requests_jitter: u64,
@@ -88,6 +97,9 @@ impl ServerConfig {
             max_surge: 1,
             max_requests: None,
             max_requests_jitter: 0,
+            readiness_path: Some("/healthz".into()),
+            shutdown_delay: Duration::ZERO,
+            pid_file: None,
         }
     }
 }

@@ -9,6 +9,9 @@ use std::time::Duration;
 /// What the supervisor tells a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ToWorker {
+    /// Keep serving, but answer the readiness route with 503 from now on (the server is
+    /// about to stop: load balancers should take it out of rotation first).
+    Unready,
     /// Stop accepting, drain, finish in-flight requests, run the shutdown hooks, and exit;
     /// abort whatever is left after `within`.
     Stop {
@@ -24,6 +27,7 @@ impl ToWorker {
     /// Encodes as one tag byte and a big-endian millisecond count.
     pub(crate) fn encode(self) -> [u8; TO_WORKER_LEN] {
         match self {
+            ToWorker::Unready => [b'U', 0, 0, 0, 0],
             ToWorker::Stop { within } => {
                 let ms = u32::try_from(within.as_millis()).unwrap_or(u32::MAX);
                 let [a, b, c, d] = ms.to_be_bytes();
@@ -35,6 +39,7 @@ impl ToWorker {
     /// Decodes a message written by [`ToWorker::encode`].
     pub(crate) fn decode(bytes: [u8; TO_WORKER_LEN]) -> Option<Self> {
         match bytes {
+            [b'U', 0, 0, 0, 0] => Some(ToWorker::Unready),
             [b'S', a, b, c, d] => Some(ToWorker::Stop {
                 within: Duration::from_millis(u64::from(u32::from_be_bytes([a, b, c, d]))),
             }),
@@ -88,6 +93,8 @@ mod tests {
             within: Duration::from_millis(29_997),
         };
         assert_eq!(ToWorker::decode(msg.encode()), Some(msg));
+        let unready = ToWorker::Unready;
+        assert_eq!(ToWorker::decode(unready.encode()), Some(unready));
         assert_eq!(ToWorker::decode(*b"XXXXX"), None);
         assert_eq!(
             ToParent::decode(ToParent::Ready.encode()),

@@ -15,6 +15,7 @@ mod kernel_refusal;
 mod listener;
 pub mod logging;
 mod notify;
+mod pid_file;
 mod server;
 mod signals;
 pub mod socket_activation;

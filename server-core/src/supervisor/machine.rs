@@ -52,6 +52,8 @@ pub(crate) struct Settings {
     pub(crate) max_surge: usize,
     /// Whether workers speak the supervisor's protocol (readiness, heartbeats).
     pub(crate) protocol: WorkerProtocol,
+    /// Time between SIGTERM and the start of the stop, serving with readiness off.
+    pub(crate) shutdown_delay: Duration,
 }
 
 /// What the supervisor can know about its workers.
@@ -125,6 +127,8 @@ pub(crate) enum Action {
     RefuseNewConnections,
     /// Close the parent's copy of the listener.
     CloseListener,
+    /// Tell every worker to answer the readiness route with 503 (and keep serving).
+    MarkUnready,
     /// Tell a worker to stop gracefully within the time given.
     StopWorker {
         /// Which one.
@@ -185,6 +189,11 @@ impl WorkerState {
 enum Phase {
     /// Keeping the desired number of workers.
     Serving,
+    /// SIGTERM received with a shutdown delay: serving on with readiness off until then.
+    Delaying {
+        /// When the stop proper begins.
+        until: Instant,
+    },
     /// New connections are refused; waiting for the accept queue to empty.
     EmptyingQueue {
         /// End of the whole graceful stop.
@@ -276,6 +285,10 @@ impl Supervisor {
         if self.wants_queue_length() {
             return Some(now + QUEUE_POLL);
         }
+        let delay_end = match self.phase {
+            Phase::Delaying { until } => Some(until),
+            _ => None,
+        };
         let health = self.settings.healthcheck_timeout;
         let native = self.settings.protocol == WorkerProtocol::Native;
         let worker_deadlines = self.workers.values().filter_map(|state| match *state {
@@ -293,7 +306,7 @@ impl Supervisor {
         let respawn = self
             .respawn_not_before
             .filter(|_| self.phase == Phase::Serving && self.missing_workers() > 0);
-        worker_deadlines.chain(respawn).min()
+        worker_deadlines.chain(respawn).chain(delay_end).min()
     }
 
     /// Handles one event and says what to do.
@@ -345,7 +358,19 @@ impl Supervisor {
     fn on_signal(&mut self, signal: Signal, now: Instant) -> Vec<Action> {
         match (signal, self.phase) {
             (Signal::SIGQUIT, _) => self.stop_at_once(),
-            (Signal::SIGTERM | Signal::SIGINT, Phase::Serving) => self.begin_graceful_stop(now),
+            (Signal::SIGTERM | Signal::SIGINT, Phase::Serving)
+                if !self.settings.shutdown_delay.is_zero() =>
+            {
+                let delay = self.settings.shutdown_delay;
+                tracing::info!("Shutting down in {delay:?}: readiness off, still serving");
+                self.phase = Phase::Delaying { until: now + delay };
+                vec![Action::Notify(Status::Stopping), Action::MarkUnready]
+            }
+            (Signal::SIGTERM | Signal::SIGINT, Phase::Serving) => {
+                let mut actions = vec![Action::Notify(Status::Stopping)];
+                actions.extend(self.begin_graceful_stop(now));
+                actions
+            }
             (Signal::SIGTERM | Signal::SIGINT, _) => self.stop_at_once(),
             (Signal::SIGTTIN, Phase::Serving) => {
                 self.settings.workers += 1;
@@ -391,7 +416,7 @@ impl Supervisor {
     fn begin_graceful_stop(&mut self, now: Instant) -> Vec<Action> {
         tracing::info!("Shutting down");
         let deadline = now + self.settings.graceful_timeout;
-        let mut actions = vec![Action::Notify(Status::Stopping)];
+        let mut actions = Vec::new();
         match self.settings.drain {
             DrainMode::Ebpf => {
                 self.phase = Phase::EmptyingQueue {
@@ -565,6 +590,11 @@ impl Supervisor {
     fn on_tick(&mut self, now: Instant) -> Vec<Action> {
         let health = self.settings.healthcheck_timeout;
         let mut actions = Vec::new();
+        if let Phase::Delaying { until } = self.phase {
+            if now >= until {
+                actions.extend(self.begin_graceful_stop(now));
+            }
+        }
         let pids: Vec<(Pid, WorkerState)> = self.workers.iter().map(|(&p, &s)| (p, s)).collect();
         for (pid, state) in pids {
             match state {

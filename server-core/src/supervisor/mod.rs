@@ -82,6 +82,11 @@ pub(crate) fn run(config: &ServerConfig, workers: Workers<'_>) -> Result<Shutdow
     }
     let (listener, drain, program) = open_listener(config)?;
     let signals = SignalPipe::install()?;
+    let _pid_file = config
+        .pid_file
+        .as_deref()
+        .map(crate::pid_file::PidFile::create)
+        .transpose()?;
     tracing::info!("Started parent process [{}]", std::process::id());
     let local = listener
         .local_addr()
@@ -119,6 +124,7 @@ pub(crate) fn run(config: &ServerConfig, workers: Workers<'_>) -> Result<Shutdow
         healthcheck_timeout: config.healthcheck_timeout,
         max_surge: config.max_surge.max(1),
         protocol,
+        shutdown_delay: config.shutdown_delay,
     });
     let first = supervisor.start(Instant::now());
     if let Some(outcome) = parent.execute(first, &mut supervisor)? {
@@ -362,6 +368,11 @@ impl Parent<'_> {
                 Action::RefuseNewConnections => self.refuse_new_connections(),
                 Action::CloseListener => drop(self.listener.take()),
                 Action::StopWorker { pid, within } => self.stop_worker(pid, within),
+                Action::MarkUnready => {
+                    for channel in self.channels.values_mut() {
+                        let _ = channel.stream.write_all(&ToWorker::Unready.encode());
+                    }
+                }
                 Action::Kill(pid) => {
                     let _ = kill(pid, Signal::SIGKILL);
                 }

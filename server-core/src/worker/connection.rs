@@ -18,6 +18,8 @@ pub(crate) struct ConnectionContext {
     pub(crate) draining: CancellationToken,
     /// Cancelled when the graceful deadline has passed: drop the connection.
     pub(crate) abort: CancellationToken,
+    /// Cancelled when the readiness route must answer 503 (`--shutdown-delay`).
+    pub(crate) unready: CancellationToken,
     /// How long an idle connection is kept open once draining starts.
     pub(crate) idle_drain_grace: Duration,
 }

@@ -79,6 +79,7 @@ async fn serve(
         builder: connection_builder(config),
         draining: CancellationToken::new(),
         abort: CancellationToken::new(),
+        unready: CancellationToken::new(),
         idle_drain_grace: config.idle_drain_grace,
     });
     let connections = TaskTracker::new();
@@ -91,11 +92,16 @@ async fn serve(
         connections: &connections,
         access_log: config.access_log,
         quota: quota.clone(),
+        readiness_path: config.readiness_path.as_deref().map(Arc::from),
     };
 
     control_write.write_all(&[ToParent::Ready.encode()]).await?;
     let reporter = tokio::spawn(report_to_parent(control_write, quota));
-    let stop = wait_for_stop(control_read, config.graceful_timeout);
+    let stop = wait_for_stop(
+        control_read,
+        config.graceful_timeout,
+        context.unready.clone(),
+    );
     let StopRequest::Graceful(within) = accept.until_stopped(&listener, stop).await;
     let deadline = Instant::now() + within;
     tracing::info!("Shutting down");
@@ -152,6 +158,7 @@ struct Acceptor<'a> {
     connections: &'a TaskTracker,
     access_log: bool,
     quota: Option<Arc<RequestQuota>>,
+    readiness_path: Option<Arc<str>>,
 }
 
 impl Acceptor<'_> {
@@ -214,6 +221,10 @@ impl Acceptor<'_> {
             peer,
             access_log: self.access_log,
             quota: self.quota.clone(),
+            readiness: self
+                .readiness_path
+                .clone()
+                .map(|path| (path, self.context.unready.clone())),
         };
         self.connections
             .spawn(serve_connection(stream, service, Arc::clone(self.context)));

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION};
-use hyper::{Request, Response, Version};
+use hyper::{Request, Response, StatusCode, Version};
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
@@ -30,6 +30,8 @@ pub(crate) struct WorkerService {
     pub(crate) access_log: bool,
     /// The worker's request quota, when it has one.
     pub(crate) quota: Option<Arc<RequestQuota>>,
+    /// The readiness route, and the token that turns it to 503 before a stop.
+    pub(crate) readiness: Option<(Arc<str>, CancellationToken)>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for WorkerService {
@@ -47,9 +49,24 @@ impl hyper::service::Service<Request<Incoming>> for WorkerService {
             .then(|| (request.method().clone(), request.uri().clone()));
         let draining = self.draining.clone();
         let peer = self.peer;
-        let response = self.router.clone().call(request.map(Body::new));
+        let not_ready = match &self.readiness {
+            Some((path, unready)) if request.uri().path() == &**path => {
+                unready.is_cancelled() || draining.is_cancelled()
+            }
+            _ => false,
+        };
+        let response = (!not_ready).then(|| self.router.clone().call(request.map(Body::new)));
         Box::pin(async move {
-            let Ok(mut response) = response.await;
+            let mut response = match response {
+                Some(response) => match response.await {
+                    Ok(response) => response,
+                },
+                // Load balancers take the worker out of rotation; traffic still flows.
+                None => Response::builder()
+                    .status(StatusCode::SERVICE_UNAVAILABLE)
+                    .body(Body::from("shutting down"))
+                    .unwrap_or_default(),
+            };
             // Decided when the response is ready, not when the request arrived: any response
             // written during a drain tells the client to go elsewhere for its next request,
             // so the connection closes after it and no request races with the close.

@@ -6,6 +6,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::signal::unix::{signal, SignalKind};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::control::{ToWorker, TO_WORKER_LEN};
 
 /// Why the worker stops.
@@ -18,9 +20,13 @@ pub(crate) enum StopRequest {
 /// Waits for the first stop request: a message from the supervisor, the supervisor's end of
 /// the channel closing (it died; PR_SET_PDEATHSIG normally kills us first), or a SIGTERM sent
 /// to this worker alone (an operator removing one worker by hand).
+///
+/// An `Unready` message on the way cancels `unready` (the readiness route turns 503) and
+/// the wait goes on.
 pub(crate) async fn wait_for_stop(
     mut control: OwnedReadHalf,
     own_timeout: Duration,
+    unready: CancellationToken,
 ) -> StopRequest {
     let mut sigterm = signal(SignalKind::terminate()).ok();
     let sigterm_received = async {
@@ -31,15 +37,25 @@ pub(crate) async fn wait_for_stop(
             None => std::future::pending().await,
         }
     };
-    let mut buf = [0u8; TO_WORKER_LEN];
-    tokio::select! {
-        read = control.read_exact(&mut buf) => match read.ok().and_then(|_| ToWorker::decode(buf)) {
-            Some(ToWorker::Stop { within }) => StopRequest::Graceful(within),
-            None => {
-                tracing::warn!("lost the supervisor's channel; stopping");
-                StopRequest::Graceful(own_timeout)
+    let from_parent = async {
+        let mut buf = [0u8; TO_WORKER_LEN];
+        loop {
+            let read = control.read_exact(&mut buf).await;
+            match read.ok().and_then(|_| ToWorker::decode(buf)) {
+                Some(ToWorker::Stop { within }) => return StopRequest::Graceful(within),
+                Some(ToWorker::Unready) => {
+                    tracing::info!("readiness route answers 503 from now on");
+                    unready.cancel();
+                }
+                None => {
+                    tracing::warn!("lost the supervisor's channel; stopping");
+                    return StopRequest::Graceful(own_timeout);
+                }
             }
-        },
+        }
+    };
+    tokio::select! {
+        request = from_parent => request,
         () = sigterm_received => StopRequest::Graceful(own_timeout),
     }
 }

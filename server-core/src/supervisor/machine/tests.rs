@@ -19,6 +19,7 @@ fn settings(workers: usize, drain: DrainMode) -> Settings {
         healthcheck_timeout: HEALTH,
         max_surge: 1,
         protocol: WorkerProtocol::Native,
+        shutdown_delay: Duration::ZERO,
     }
 }
 
@@ -333,4 +334,31 @@ fn external_workers_are_never_taken_for_hung_and_are_probed_until_ready() {
     );
     assert_eq!(sup.next_wakeup(t0 + HEALTH), None);
     assert!(sup.handle(Event::Tick, t0 + HEALTH * 5).is_empty());
+}
+
+#[test]
+fn a_shutdown_delay_serves_on_with_readiness_off_before_the_stop() {
+    let t0 = Instant::now();
+    let delay = Duration::from_secs(5);
+    let mut sup = Supervisor::new(Settings {
+        shutdown_delay: delay,
+        ..settings(2, DrainMode::Ebpf)
+    });
+    sup.start(t0);
+    sup.spawned(pid(1), t0);
+    sup.spawned(pid(2), t0);
+    sup.handle(Event::WorkerReady(pid(1)), t0);
+    sup.handle(Event::WorkerReady(pid(2)), t0);
+    assert_eq!(
+        sup.handle(Event::Signal(Signal::SIGTERM), t0),
+        vec![Action::Notify(Status::Stopping), Action::MarkUnready]
+    );
+    assert_eq!(sup.next_wakeup(t0), Some(t0 + delay));
+    // A worker dying during the delay is not replaced: the server is on its way out.
+    assert!(sup.handle(exited(2), t0 + ms(10)).is_empty());
+    assert!(sup.handle(Event::Tick, t0 + delay - ms(1)).is_empty());
+    assert_eq!(
+        sup.handle(Event::Tick, t0 + delay),
+        vec![Action::RefuseNewConnections]
+    );
 }
