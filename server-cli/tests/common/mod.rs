@@ -33,9 +33,14 @@ impl RunningServer {
     /// Starts `server-cli --port 0 ARGS`, waits for its "Listening on" line and for every
     /// worker to be started, and for `GET /` to answer.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(server_cli())
-            .args(["--port", "0"])
-            .args(args)
+        let mut command = Command::new(server_cli());
+        command.args(["--port", "0"]).args(args);
+        Self::start_command(command)
+    }
+
+    /// Starts a prepared command (environment, inherited descriptors) the same way.
+    pub fn start_command(mut command: Command) -> Self {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
