@@ -68,7 +68,7 @@ fn systemd_is_told_ready_reloading_ready_and_stopping_in_order() {
         .args(["--port", "0", "--workers", "2"])
         .env("NOTIFY_SOCKET", &path);
     let mut server = RunningServer::start_command(command);
-    let mut next = || {
+    let next = || {
         let mut buf = [0u8; 512];
         let n = notify.recv(&mut buf).unwrap();
         String::from_utf8_lossy(&buf[..n]).into_owned()
