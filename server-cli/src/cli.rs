@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use server_core::{Bind, ListenerDrain, ServerConfig};
+use server_core::{Bind, ListenerDrain, ListenerMode, ServerConfig};
 
 /// Run an HTTP app on N worker processes; stop, restart and scale them without dropping a
 /// request.
@@ -34,6 +34,11 @@ pub struct Cli {
     /// queue empties; needs CAP_BPF), `close` (parent closes first, workers drain), `auto`.
     #[arg(long, value_enum, default_value_t = DrainArg::Auto)]
     pub listener_drain: DrainArg,
+    /// One listening socket per worker (SO_REUSEPORT) instead of one shared socket: the
+    /// kernel spreads connections by hash. Set net.ipv4.tcp_migrate_req=1 with it, or the
+    /// queue of a worker that leaves is reset.
+    #[arg(long)]
+    pub reuse_port: bool,
     /// Log level.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
@@ -191,6 +196,11 @@ impl Cli {
         config.max_requests_jitter = self.limit_max_requests_jitter;
         config.max_surge = usize::from(self.max_surge);
         config.pid_file = self.pid.clone();
+        config.listener_mode = if self.reuse_port {
+            ListenerMode::ReusePort
+        } else {
+            ListenerMode::Shared
+        };
         config.shutdown_delay = Duration::from_secs_f64(self.shutdown_delay);
         config
     }

@@ -186,3 +186,65 @@ fn a_hung_worker_is_replaced_and_a_busy_one_is_not() {
     assert_eq!(common::http_get(addr, "/").unwrap().status, 200);
     let _ = server_cli();
 }
+
+/// Runs `body` on a thread inside a new network namespace (loopback up, `sysctls` set),
+/// so that a test can change network settings without touching the machine's. Threads
+/// and processes started from there inherit the namespace.
+fn in_network_namespace<T: Send + 'static>(
+    sysctls: &'static [(&'static str, &'static str)],
+    body: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare (needs root)");
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(up.success());
+        for (path, value) in sysctls {
+            std::fs::write(path, value).unwrap();
+        }
+        body()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn per_worker_sockets_migrate_a_leaving_workers_queue_and_drop_nothing() {
+    let report = in_network_namespace(&[("/proc/sys/net/ipv4/tcp_migrate_req", "1")], || {
+        let plan = serving_plan(
+            Scenario::Load,
+            &["--workers", "2", "--no-access-log", "--reuse-port"],
+            vec![Disruption::Signal(Signal::SIGHUP)],
+            Some(1.0),
+            3.5,
+            2,
+        );
+        let report = run(&plan);
+        let log = std::fs::read_to_string(&plan.server_log).unwrap();
+        assert!(!log.contains("tcp_migrate_req"), "{log}");
+        report
+    });
+    assert_served_through(&report, 2);
+}
+
+#[test]
+fn per_worker_sockets_are_distinct_sockets_of_one_group() {
+    let server = RunningServer::start(&["--workers", "2", "--reuse-port"]);
+    let workers = server.wait_for_workers(2);
+    let sockets = |pid: u32| -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .map(|t| t.to_string_lossy().into_owned())
+            .filter(|t| t.starts_with("socket:"))
+            .collect()
+    };
+    let (a, b) = (sockets(workers[0]), sockets(workers[1]));
+    // Each worker holds its own listener (plus its channel to the parent), none shared.
+    assert!(a.is_disjoint(&b), "{a:?} {b:?}");
+    for _ in 0..20 {
+        assert_eq!(common::http_get(server.addr, "/").unwrap().status, 200);
+    }
+}

@@ -22,6 +22,19 @@ pub enum ListenerDrain {
     Close,
 }
 
+/// Whether workers share one listening socket or each has its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListenerMode {
+    /// One socket, one accept queue, shared by every worker (the default): a worker that
+    /// leaves loses nothing, and a busy worker simply accepts less.
+    #[default]
+    Shared,
+    /// One `SO_REUSEPORT` socket per worker: the kernel spreads connections by hash, with
+    /// no contention on one queue, but a slow worker keeps its share, and a leaving
+    /// worker's queue survives only with `net.ipv4.tcp_migrate_req=1`.
+    ReusePort,
+}
+
 /// The settings of a [`crate::Server`]. Build one with [`ServerConfig::new`] and adjust fields.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -43,6 +56,8 @@ pub struct ServerConfig {
     pub backlog: i32,
     /// How the listener refuses new connections at shutdown.
     pub listener_drain: ListenerDrain,
+    /// One shared listening socket, or one per worker.
+    pub listener_mode: ListenerMode,
     /// Threads of each worker's tokio runtime; 1 means a current-thread runtime, which is
     /// what one process per core wants.
     pub worker_threads: usize,
@@ -91,6 +106,7 @@ impl ServerConfig {
             idle_drain_grace: Duration::from_millis(1000),
             backlog: 2048,
             listener_drain: ListenerDrain::Auto,
+            listener_mode: ListenerMode::Shared,
             worker_threads: 1,
             access_log: true,
             healthcheck_timeout: Duration::from_secs(10),

@@ -23,7 +23,7 @@ mod supervisor;
 mod worker;
 
 pub use app::{App, ShutdownHook};
-pub use config::{Bind, ListenerDrain, ServerConfig};
+pub use config::{Bind, ListenerDrain, ListenerMode, ServerConfig};
 pub use error::{Error, Result};
 pub use nix::sys::signal::Signal;
 pub use server::{Server, ShutdownOutcome};

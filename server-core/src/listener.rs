@@ -53,6 +53,25 @@ pub(crate) fn bind(addr: SocketAddr, backlog: i32, reuse_port: ReusePort) -> Res
     Ok(socket.into())
 }
 
+/// Binds one more socket into the reuseport group already listening on `addr`
+/// (`SO_REUSEPORT` before `bind`, which is what lets it join).
+pub(crate) fn bind_into_group(addr: SocketAddr, backlog: i32) -> Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| Error::sys("cannot create a listening socket", e))?;
+    let setup = || -> io::Result<()> {
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.bind(&addr.into())?;
+        socket.listen(backlog)?;
+        socket.set_nonblocking(true)
+    };
+    setup().map_err(|source| Error::Bind { addr, source })?;
+    Ok(socket.into())
+}
+
 /// Takes over a listening socket this process inherited (socket activation, `--fd`, a
 /// binary upgrade). Checks that it is a listening TCP socket, makes it close-on-exec (the
 /// workers it is forked to keep it; programs they exec do not) and non-blocking, and reports

@@ -5,6 +5,7 @@
 //! There is no async runtime here: fork() is only sound from a single-threaded process.
 
 pub(crate) mod external;
+mod listeners;
 pub(crate) mod machine;
 mod readiness;
 pub(crate) mod spawn;
@@ -13,7 +14,6 @@ mod upgrade;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
@@ -23,16 +23,15 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::accept_queue::queued_connections;
-use crate::config::{Bind, ListenerDrain, ServerConfig};
+use crate::config::ServerConfig;
 use crate::control::{ToParent, ToWorker};
 use crate::error::{Error, Result};
 use crate::kernel_refusal::RefusalProgram;
-use crate::listener::{self, ReusePort};
 use crate::notify::SystemdNotifier;
 use crate::signals::SignalPipe;
 use crate::ShutdownOutcome;
 use external::{spawn_command, PreparedCommand};
+use listeners::Listeners;
 use machine::{Action, DrainMode, Event, Settings, Status, Supervisor, WorkerExit, WorkerProtocol};
 use spawn::{spawn_worker, WorkerBody};
 use upgrade::{NewParent, Relaunch};
@@ -55,14 +54,12 @@ pub(crate) enum Workers<'a> {
 
 /// Everything the loop owns.
 struct Parent<'a> {
-    listener: Option<TcpListener>,
+    listeners: Listeners,
     program: Option<RefusalProgram>,
     signals: SignalPipe,
     channels: BTreeMap<Pid, WorkerChannel>,
     /// Pids of the external workers (they have no channel).
     external_pids: std::collections::BTreeSet<Pid>,
-    /// Inode of the listening socket, to see when an external worker accepts on it.
-    listener_inode: Option<u64>,
     /// How to exec this program again (SIGUSR2).
     relaunch: Option<Relaunch>,
     /// The new parent of an upgrade under way.
@@ -80,7 +77,7 @@ pub(crate) fn run(config: &ServerConfig, workers: Workers<'_>) -> Result<Shutdow
     if config.workers == 0 {
         return Err(Error::Config("at least one worker is needed".into()));
     }
-    let (listener, drain, program) = open_listener(config)?;
+    let (listeners, drain, program) = Listeners::open(config)?;
     let signals = SignalPipe::install()?;
     let _pid_file = config
         .pid_file
@@ -88,9 +85,10 @@ pub(crate) fn run(config: &ServerConfig, workers: Workers<'_>) -> Result<Shutdow
         .map(crate::pid_file::PidFile::create)
         .transpose()?;
     tracing::info!("Started parent process [{}]", std::process::id());
-    let local = listener
-        .local_addr()
-        .map_err(|e| Error::sys("cannot read the bound address", e))?;
+    let local = listeners
+        .any()
+        .and_then(|l| l.local_addr().ok())
+        .ok_or_else(|| Error::Config("no listening socket".into()))?;
     tracing::info!("Listening on http://{local} (Press CTRL+C to quit)");
     match drain {
         DrainMode::Ebpf => tracing::info!(
@@ -105,8 +103,7 @@ pub(crate) fn run(config: &ServerConfig, workers: Workers<'_>) -> Result<Shutdow
         Workers::Command(_) => WorkerProtocol::External,
     };
     let mut parent = Parent {
-        listener_inode: readiness::socket_inode(listener.as_fd()),
-        listener: Some(listener),
+        listeners,
         program,
         signals,
         channels: BTreeMap::new(),
@@ -140,59 +137,6 @@ pub(crate) fn run(config: &ServerConfig, workers: Workers<'_>) -> Result<Shutdow
                 return Ok(outcome);
             }
         }
-    }
-}
-
-/// Binds or adopts the listener and chooses the drain mode, loading the refusal program
-/// when the mode needs it.
-fn open_listener(
-    config: &ServerConfig,
-) -> Result<(TcpListener, DrainMode, Option<RefusalProgram>)> {
-    match config.bind {
-        Bind::Tcp(addr) => {
-            let (drain, program) = resolve_drain_mode(config.listener_drain, ReusePort::Group)?;
-            let reuse_port = match drain {
-                DrainMode::Ebpf => ReusePort::Group,
-                DrainMode::Close => ReusePort::Off,
-            };
-            let listener = listener::bind(addr, config.backlog, reuse_port)?;
-            Ok((listener, drain, program))
-        }
-        Bind::Inherited(fd) => {
-            let (listener, reuse_port) = listener::adopt(fd)?;
-            let (drain, program) = resolve_drain_mode(config.listener_drain, reuse_port)?;
-            Ok((listener, drain, program))
-        }
-    }
-}
-
-/// Chooses the drain mode and loads the refusal program when the mode needs it.
-fn resolve_drain_mode(
-    asked: ListenerDrain,
-    reuse_port: ReusePort,
-) -> Result<(DrainMode, Option<RefusalProgram>)> {
-    let no_group = || std::io::Error::other("the inherited socket was not bound with SO_REUSEPORT");
-    match (asked, reuse_port) {
-        (ListenerDrain::Close, _) => Ok((DrainMode::Close, None)),
-        (ListenerDrain::Ebpf, ReusePort::Off) => Err(Error::Ebpf(no_group())),
-        (ListenerDrain::Ebpf, ReusePort::Group) => {
-            let program = RefusalProgram::load().map_err(Error::Ebpf)?;
-            Ok((DrainMode::Ebpf, Some(program)))
-        }
-        (ListenerDrain::Auto, ReusePort::Off) => {
-            tracing::warn!(
-                "eBPF listener drain unavailable ({}); falling back to close",
-                no_group()
-            );
-            Ok((DrainMode::Close, None))
-        }
-        (ListenerDrain::Auto, ReusePort::Group) => match RefusalProgram::load() {
-            Ok(program) => Ok((DrainMode::Ebpf, Some(program))),
-            Err(e) => {
-                tracing::warn!("eBPF listener drain unavailable ({e}); falling back to close");
-                Ok((DrainMode::Close, None))
-            }
-        },
     }
 }
 
@@ -265,6 +209,7 @@ impl Parent<'_> {
             if let Event::WorkerExited { pid, exit } = exited {
                 let was_worker =
                     self.channels.remove(&pid).is_some() || self.external_pids.remove(&pid);
+                self.listeners.worker_leaving(pid);
                 if !was_worker {
                     // Not a worker: the new parent of an upgrade (its pipe says the rest).
                     continue;
@@ -275,19 +220,19 @@ impl Parent<'_> {
             }
             events.push(exited);
         }
-        if let (Workers::Command(_), Some(inode)) = (&self.workers, self.listener_inode) {
+        if let Workers::Command(_) = &self.workers {
             for pid in supervisor.starting_workers() {
-                if readiness::accepts_on(pid, inode) {
+                let inode = self
+                    .listeners
+                    .of_worker(pid)
+                    .and_then(|l| readiness::socket_inode(l.as_fd()));
+                if inode.is_some_and(|inode| readiness::accepts_on(pid, inode)) {
                     events.push(Event::WorkerReady(pid));
                 }
             }
         }
         if supervisor.wants_queue_length() {
-            let len = match &self.listener {
-                Some(listener) => queued_connections(listener.as_fd()).unwrap_or(0),
-                None => 0,
-            };
-            events.push(Event::QueueLength(len));
+            events.push(Event::QueueLength(self.listeners.queued()));
         }
         events.push(Event::Tick);
         Ok(events)
@@ -366,7 +311,7 @@ impl Parent<'_> {
             match action {
                 Action::Spawn => self.spawn(supervisor)?,
                 Action::RefuseNewConnections => self.refuse_new_connections(),
-                Action::CloseListener => drop(self.listener.take()),
+                Action::CloseListener => self.listeners.close(),
                 Action::StopWorker { pid, within } => self.stop_worker(pid, within),
                 Action::MarkUnready => {
                     for channel in self.channels.values_mut() {
@@ -396,6 +341,7 @@ impl Parent<'_> {
     /// external program (whose own timeout applies; the supervisor's deadline still ends
     /// with SIGKILL). A worker that is already gone is reaped by the loop.
     fn stop_worker(&mut self, pid: Pid, within: std::time::Duration) {
+        self.listeners.worker_leaving(pid);
         if let Some(channel) = self.channels.get_mut(&pid) {
             // Five bytes into an idle socket buffer never block.
             let _ = channel
@@ -409,38 +355,52 @@ impl Parent<'_> {
     }
 
     fn spawn(&mut self, supervisor: &mut Supervisor) -> Result<()> {
-        let Some(listener) = &self.listener else {
-            return Ok(());
-        };
-        let body = match &mut self.workers {
-            Workers::Command(command) => {
-                let pid = spawn_command(listener, command)?;
-                self.external_pids.insert(pid);
-                supervisor.spawned(pid, Instant::now());
-                return Ok(());
-            }
-            Workers::InProcess(body) => body,
-        };
         let mut parent_only: Vec<i32> = self.signals.raw_fds().to_vec();
         parent_only.extend(self.program.as_ref().map(RefusalProgram::as_raw_fd));
         parent_only.extend(self.channels.values().map(|c| c.stream.as_raw_fd()));
         parent_only.extend(self.new_parent.as_ref().map(|p| p.ready.as_raw_fd()));
         parent_only.extend(self.upgrade_notifier.as_ref().map(AsRawFd::as_raw_fd));
         parent_only.extend(self.systemd.as_ref().map(SystemdNotifier::as_raw_fd));
-        let (pid, stream) = spawn_worker(listener, &parent_only, &mut **body)?;
-        self.channels.insert(
-            pid,
-            WorkerChannel {
-                stream,
-                closed: false,
-            },
-        );
-        supervisor.spawned(pid, Instant::now());
+        if let Listeners::PerWorker { by_worker, .. } = &self.listeners {
+            // The other workers' sockets: each worker keeps only its own.
+            parent_only.extend(by_worker.values().map(AsRawFd::as_raw_fd));
+        }
+        let workers = &mut self.workers;
+        let spawned = self.listeners.spawn_with(|listener| match workers {
+            Workers::Command(command) => Ok((spawn_command(listener, command)?, None)),
+            Workers::InProcess(body) => {
+                let (pid, stream) = spawn_worker(listener, &parent_only, &mut **body)?;
+                Ok((pid, Some(stream)))
+            }
+        })?;
+        match spawned {
+            None => {}
+            Some((pid, None)) => {
+                self.external_pids.insert(pid);
+                supervisor.spawned(pid, Instant::now());
+            }
+            Some((pid, Some(stream))) => {
+                self.channels.insert(
+                    pid,
+                    WorkerChannel {
+                        stream,
+                        closed: false,
+                    },
+                );
+                supervisor.spawned(pid, Instant::now());
+            }
+        }
         Ok(())
     }
 
     fn start_upgrade(&mut self) -> Result<()> {
-        let (Some(listener), Some(relaunch)) = (&self.listener, &self.relaunch) else {
+        if matches!(self.listeners, Listeners::PerWorker { .. }) {
+            return Err(Error::Config(
+                "a binary upgrade hands over one shared socket: not available with --reuse-port"
+                    .into(),
+            ));
+        }
+        let (Some(listener), Some(relaunch)) = (self.listeners.any(), &self.relaunch) else {
             return Err(Error::Config(
                 "no listener or executable to upgrade with".into(),
             ));
@@ -472,15 +432,15 @@ impl Parent<'_> {
     }
 
     fn refuse_new_connections(&mut self) {
-        let (Some(program), Some(listener)) = (&self.program, &self.listener) else {
+        let (Some(program), Some(listener)) = (&self.program, self.listeners.any()) else {
             return;
         };
         if let Err(e) = program.attach(listener.as_fd()) {
-            // Still safe: closing the parent's copy is the fallback protocol.
+            // Still safe: closing the parent's copies is the fallback protocol.
             tracing::error!(
                 "cannot attach the refusal program ({e}); closing the listener instead"
             );
-            self.listener = None;
+            self.listeners.close();
         }
     }
 }
