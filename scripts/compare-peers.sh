@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Runs the harness's seed, load and keepalive scenarios against uvicorn --workers 2,
-# gunicorn with uvicorn workers, and server-cli --workers 2, and prints dropped requests
-# per scenario per server. Summaries go to bench/results/compare-peers.json (the full
+# gunicorn with uvicorn workers, server-cli --workers 2 (demo app) and server-cli running
+# unmodified uvicorn workers on fd 3, and prints dropped requests per scenario per server. Summaries go to bench/results/compare-peers.json (the full
 # per-request reports stay in a temporary directory).
 #
-#   scripts/compare-peers.sh [SERVER...]      (default: uvicorn gunicorn server-cli)
+#   scripts/compare-peers.sh [SERVER...]
+#   (default: uvicorn gunicorn server-cli server-cli-uvicorn; see scripts/lib.sh)
 #   SCENARIOS="seed load" scripts/compare-peers.sh
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 servers=("$@")
-[ ${#servers[@]} -gt 0 ] || servers=(uvicorn gunicorn server-cli)
+[ ${#servers[@]} -gt 0 ] || servers=(uvicorn gunicorn server-cli server-cli-uvicorn)
 read -r -a scenarios <<< "${SCENARIOS:-seed load keepalive}"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
@@ -31,11 +32,11 @@ for scenario in "${scenarios[@]}"; do
 done
 
 printf '\n%-12s' "scenario"
-for server in "${servers[@]}"; do printf '%18s' "$server"; done
+for server in "${servers[@]}"; do printf '%20s' "$server"; done
 printf '\n'
 for scenario in "${scenarios[@]}"; do
   printf '%-12s' "$scenario"
-  for server in "${servers[@]}"; do printf '%18s' "${dropped[$scenario,$server]}"; done
+  for server in "${servers[@]}"; do printf '%20s' "${dropped[$scenario,$server]}"; done
   printf '\n'
 done
 

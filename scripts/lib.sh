@@ -26,6 +26,7 @@ server_command() {
     uvicorn) echo "$VENV/bin/uvicorn seed_app:app --app-dir $PEERS_DIR --workers 2 --port {port} --no-access-log" ;;
     gunicorn) echo "$VENV/bin/gunicorn -k uvicorn_worker.UvicornWorker -w 2 -b 127.0.0.1:{port} --chdir $PEERS_DIR seed_app:app" ;;
     server-cli) echo "$SERVER_CLI --workers 2 --demo-shutdown-delay 10 --port {port} --no-access-log" ;;
+    server-cli-uvicorn) echo "$SERVER_CLI --workers 2 --port {port} --no-access-log -- $VENV/bin/uvicorn seed_app:app --app-dir $PEERS_DIR --fd 3 --no-access-log" ;;
     server-cli-close) echo "$SERVER_CLI --workers 2 --demo-shutdown-delay 10 --port {port} --no-access-log --listener-drain close" ;;
     *) echo "unknown server: $1" >&2; return 2 ;;
   esac

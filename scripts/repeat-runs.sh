@@ -11,7 +11,7 @@ source "$(dirname "$0")/lib.sh"
 server="${1:?server}"; scenario="${2:?scenario}"; runs="${3:-20}"
 shift $(( $# < 3 ? $# : 3 ))
 build_release
-case "$server" in uvicorn|gunicorn) ensure_peers ;; esac
+case "$server" in uvicorn|gunicorn|server-cli-uvicorn) ensure_peers ;; esac
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT

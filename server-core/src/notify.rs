@@ -8,6 +8,8 @@ use std::path::PathBuf;
 pub(crate) struct SystemdNotifier {
     socket: UnixDatagram,
     path: NotifyPath,
+    /// The variable as it was, for a new parent started by a binary upgrade.
+    variable: std::ffi::OsString,
 }
 
 /// Where the notification socket lives.
@@ -28,10 +30,22 @@ impl SystemdNotifier {
         let bytes = std::os::unix::ffi::OsStrExt::as_bytes(value.as_os_str()).to_vec();
         let path = match bytes.strip_prefix(b"@") {
             Some(name) => NotifyPath::Abstract(name.to_vec()),
-            None => NotifyPath::File(PathBuf::from(value)),
+            None => NotifyPath::File(PathBuf::from(&value)),
         };
         let socket = UnixDatagram::unbound().ok()?;
-        Some(Self { socket, path })
+        Some(Self {
+            socket,
+            path,
+            variable: value,
+        })
+    }
+
+    /// `NOTIFY_SOCKET=...`, to hand to the new parent of a binary upgrade (which then
+    /// reports `READY=1` with its own `MAINPID`; the unit needs `NotifyAccess=all`).
+    pub(crate) fn env_entry(&self) -> std::ffi::OsString {
+        let mut entry = std::ffi::OsString::from("NOTIFY_SOCKET=");
+        entry.push(&self.variable);
+        entry
     }
 
     /// Sends one notification, e.g. `READY=1\nSTATUS=serving`. Failures are logged, never

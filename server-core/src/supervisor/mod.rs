@@ -405,7 +405,12 @@ impl Parent<'_> {
                 "no listener or executable to upgrade with".into(),
             ));
         };
-        let new_parent = upgrade::start_new_parent(listener, relaunch)?;
+        let extra_env: Vec<_> = self
+            .systemd
+            .iter()
+            .map(SystemdNotifier::env_entry)
+            .collect();
+        let new_parent = upgrade::start_new_parent(listener, relaunch, &extra_env)?;
         tracing::info!(
             "started new parent [{}]; waiting until it is ready",
             new_parent.pid

@@ -56,7 +56,13 @@ pub(crate) struct NewParent {
 }
 
 /// Forks and execs the new parent with the listener at descriptor 3.
-pub(crate) fn start_new_parent(listener: &TcpListener, relaunch: &Relaunch) -> Result<NewParent> {
+///
+/// `extra_env` entries (`NAME=value`) are added to the new parent's environment.
+pub(crate) fn start_new_parent(
+    listener: &TcpListener,
+    relaunch: &Relaunch,
+    extra_env: &[OsString],
+) -> Result<NewParent> {
     let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
         .map_err(|e| Error::sys("cannot create the upgrade pipe", e))?;
     let write = move_high(write)?;
@@ -79,6 +85,9 @@ pub(crate) fn start_new_parent(listener: &TcpListener, relaunch: &Relaunch) -> R
             to_cstring(&kv)
         })
         .collect::<Result<Vec<_>>>()?;
+    for entry in extra_env {
+        env.push(to_cstring(entry.as_bytes())?);
+    }
     env.push(to_cstring(b"LISTEN_FDS=1")?);
     env.push(to_cstring(b"LISTEN_FDNAMES=http")?);
     env.push(to_cstring(

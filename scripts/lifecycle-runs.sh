@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs the harness through every lifecycle event of server-cli --workers 2 under load and
+# prints one line per event. Summaries go to bench/results/lifecycle.json.
+#
+#   scripts/lifecycle-runs.sh [DURATION_SECS]       (default 20)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+duration="${1:-20}"
+build_release
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+server="$SERVER_CLI --workers 2 --port {port} --no-access-log"
+
+run() {  # name, harness options..., -- server command
+  local name="$1"; shift
+  "$HARNESS" --duration "$duration" --json "$tmp/$name.json" "$@" > "$tmp/$name.txt" || true
+  printf '%-34s %s\n' "$name" "$(tail -n 1 "$tmp/$name.txt")"
+}
+
+# shellcheck disable=SC2086
+{
+run hup-every-2s-load            --scenario reload --signal HUP --signal-every 2 --signal-after 2 --expect-workers 2 -- $server
+run usr2-upgrade-load            --scenario load --signal USR2 -- $server
+run usr2-upgrade-keepalive       --scenario keepalive --signal USR2 -- $server
+run ttou-then-ttin-keepalive     --scenario keepalive --signal TTOU,TTIN --signal-after 6 --signal-every 7 --expect-workers 2 -- $server
+run max-requests-200-keepalive   --scenario keepalive --signal none --expect-workers 2 -- $server --limit-max-requests 200
+run max-requests-200-load        --scenario load --signal none --expect-workers 2 -- $server --limit-max-requests 200
+run kill-worker-load             --scenario load --signal kill-worker --expect-workers 2 -- $server
+run kill-worker-keepalive        --scenario keepalive --signal kill-worker --expect-workers 2 -- $server
+run hup-every-2s-reuse-port      --scenario reload --signal HUP --signal-every 2 --signal-after 2 --expect-workers 2 -- $server --reuse-port
+}
+# The same with per-worker sockets and queue migration, in a network namespace of its own
+# (so that the sysctl does not touch the machine's).
+unshare -n sh -c "ip link set lo up && sysctl -qw net.ipv4.tcp_migrate_req=1 && \
+  '$HARNESS' --scenario reload --signal HUP --signal-every 2 --signal-after 2 --expect-workers 2 \
+  --duration $duration --json '$tmp/hup-every-2s-reuse-port-migrate.json' -- $server --reuse-port \
+  > '$tmp/hup-every-2s-reuse-port-migrate.txt'" || true
+printf '%-34s %s\n' hup-every-2s-reuse-port-migrate "$(tail -n 1 "$tmp/hup-every-2s-reuse-port-migrate.txt")"
+
+mkdir -p "$ROOT/bench/results"
+python3 - "$tmp" "$ROOT/bench/results/lifecycle.json" <<'PY'
+import glob, json, os, sys
+out = {}
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
+    s = json.load(open(path))["summary"]
+    out[os.path.basename(path)[:-5]] = {k: s[k] for k in (
+        "signal", "disruptions", "dropped", "ok", "refused", "killed_in_flight",
+        "workers_at_end", "server_exit", "failures")}
+json.dump(out, open(sys.argv[2], "w"), indent=1)
+PY
