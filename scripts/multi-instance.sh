@@ -108,10 +108,11 @@ NGINX
   wait_ready "$port_lb"
   wrk -t2 -c32 -d"${duration}s" -s "$tmp/post.lua" "http://127.0.0.1:$port_lb/echo" > "$tmp/wrk.txt" &
   wrk_pid=$!
+  wrk_started=$SECONDS
   sleep 3
   restart_instance "$server" "$port_a" a
   restart_instance "$server" "$port_b" b
-  restart_done=$SECONDS
+  restart_done=$((SECONDS - wrk_started))
   wait "$wrk_pid" || true
   non2xx=$(grep -oP 'Non-2xx or 3xx responses: \K[0-9]+' "$tmp/wrk.txt" || echo 0)
   errors=$(grep -oP 'Socket errors: \K.*' "$tmp/wrk.txt" || echo "none")
@@ -120,7 +121,7 @@ NGINX
   kill "$(cat "$tmp/nginx.pid")"; sleep 0.2
   for name in a b; do kill -TERM "$(cat "$tmp/$name.pid")" 2>/dev/null || true; done
   for name in a b; do while kill -0 "$(cat "$tmp/$name.pid")" 2>/dev/null; do sleep 0.1; done; done
-  echo "[$server] rolling restart done $restart_done s after start; wrk:" >&2
+  echo "[$server] rolling restart done $restart_done s into the load; wrk:" >&2
   sed 's/^/    /' "$tmp/wrk.txt" >&2
 done
 

@@ -75,6 +75,9 @@ pub struct Cli {
     /// A socket passed by systemd (LISTEN_FDS) is used the same way.
     #[arg(long, value_name = "N")]
     pub fd: Option<i32>,
+    /// Serve on a Unix domain socket at this path instead of TCP (removed at exit).
+    #[arg(long, value_name = "PATH", conflicts_with = "fd")]
+    pub uds: Option<std::path::PathBuf>,
     /// Seconds the demo app's shutdown hook sleeps, as the seed report's app does.
     #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_seconds)]
     pub demo_shutdown_delay: f64,
@@ -178,7 +181,10 @@ impl Cli {
             server_core::socket_activation::inherited_listener(),
         ) {
             (Some(fd), _) | (None, Some(fd)) => Bind::Inherited(fd),
-            (None, None) => Bind::Tcp(SocketAddr::new(self.host, self.port)),
+            (None, None) => match &self.uds {
+                Some(path) => Bind::Unix(path.clone()),
+                None => Bind::Tcp(SocketAddr::new(self.host, self.port)),
+            },
         };
         let mut config = ServerConfig::new(bind);
         config.workers = usize::from(self.workers);

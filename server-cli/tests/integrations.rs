@@ -132,3 +132,84 @@ fn json_logs_are_one_object_per_line_with_the_pid() {
     }
     assert_eq!(pids.len(), 3, "parent and two workers: {pids:?}");
 }
+
+#[test]
+fn systemd_watchdog_is_petted_from_the_supervisor_loop() {
+    let path = temp_path("watchdog.sock");
+    let _ = std::fs::remove_file(&path);
+    let notify = UnixDatagram::bind(&path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut command = Command::new(server_cli());
+    command
+        .args(["--port", "0"])
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "200000");
+    let mut server = RunningServer::start_command(command);
+    let mut pets = 0;
+    let started = Instant::now();
+    while pets < 3 {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).unwrap();
+        if &buf[..n] == b"WATCHDOG=1" {
+            pets += 1;
+        }
+    }
+    // Every 100 ms (half of WATCHDOG_USEC): three within well under a second.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).0.success());
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn a_unix_socket_is_served_drained_and_removed_at_exit() {
+    use std::io::{Read, Write};
+    let path = temp_path("http.sock");
+    let _ = std::fs::remove_file(&path);
+    /// Kills the server if the test fails half-way.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        Command::new(server_cli())
+            .args(["--workers", "2", "--uds", path.to_str().unwrap()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + common::READY_TIMEOUT;
+    let get = || -> Option<String> {
+        let mut stream = std::os::unix::net::UnixStream::connect(&path).ok()?;
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        Some(response)
+    };
+    let response = loop {
+        if let Some(response) = get() {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "no answer on {}", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.0.wait().unwrap().success());
+    assert!(!path.exists(), "the socket file was left behind");
+}

@@ -231,7 +231,10 @@ fn per_worker_sockets_migrate_a_leaving_workers_queue_and_drop_nothing() {
 
 #[test]
 fn per_worker_sockets_are_distinct_sockets_of_one_group() {
-    let server = RunningServer::start(&["--workers", "2", "--reuse-port"]);
+    let mut server = RunningServer::start(&["--workers", "2", "--reuse-port"]);
+    // Ready workers have closed what is not theirs (right after the fork they still hold
+    // copies of everything the parent had).
+    server.wait_for_line("all workers are ready");
     let workers = server.wait_for_workers(2);
     let sockets = |pid: u32| -> std::collections::BTreeSet<String> {
         std::fs::read_dir(format!("/proc/{pid}/fd"))

@@ -90,6 +90,9 @@ pub struct ServerConfig {
 pub enum Bind {
     /// Bind a new TCP socket at this address.
     Tcp(SocketAddr),
+    /// Bind a Unix domain socket at this path (removed again at exit). The eBPF drain needs
+    /// TCP, so the `close` drain is used.
+    Unix(std::path::PathBuf),
     /// Use a listening TCP socket this process inherited at this descriptor (systemd socket
     /// activation, `--fd`, or a binary upgrade). Nothing is bound.
     Inherited(std::os::fd::RawFd),

@@ -2,7 +2,9 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -16,6 +18,102 @@ pub(crate) enum ReusePort {
     Group,
     /// Plain listener.
     Off,
+}
+
+/// A listening socket as the parent holds it: TCP, or a Unix domain socket (`--uds`).
+#[derive(Debug)]
+pub(crate) enum Listener {
+    /// TCP (IPv4 or IPv6).
+    Tcp(TcpListener),
+    /// Unix domain stream socket.
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Where clients connect, for the log (`http://127.0.0.1:8000`, `unix:/run/app.sock`).
+    pub(crate) fn url(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|_| "http://?".into(), |a| format!("http://{a}")),
+            Listener::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
+                .unwrap_or_else(|| "unix:?".into()),
+        }
+    }
+
+    /// The same socket, as an object owning descriptor `fd` (a worker's inherited copy).
+    ///
+    /// # Safety
+    /// `fd` must be an open descriptor of this socket that nothing else owns.
+    pub(crate) unsafe fn same_kind_from_raw(&self, fd: RawFd) -> Listener {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            match self {
+                Listener::Tcp(_) => Listener::Tcp(TcpListener::from_raw_fd(fd)),
+                Listener::Unix(_) => Listener::Unix(UnixListener::from_raw_fd(fd)),
+            }
+        }
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l) => l.as_fd(),
+        }
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+/// Binds and listens on the Unix domain socket `path`. A socket file left by a server
+/// that is gone (connecting to it is refused) is replaced; one that answers is in use.
+pub(crate) fn bind_unix(path: &Path, backlog: i32) -> Result<UnixListener> {
+    let in_use = || {
+        Error::Config(format!(
+            "unix socket {} is in use by another server",
+            path.display()
+        ))
+    };
+    if path.exists() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(in_use()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path).map_err(|e| {
+                    Error::Config(format!(
+                        "cannot remove the stale socket {}: {e}",
+                        path.display()
+                    ))
+                })?;
+            }
+            Err(e) => {
+                return Err(Error::Config(format!(
+                    "cannot use {} as a unix socket: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    let unix_error = |e: io::Error| {
+        Error::Config(format!(
+            "cannot listen on unix socket {}: {e}",
+            path.display()
+        ))
+    };
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(unix_error)?;
+    let address = socket2::SockAddr::unix(path).map_err(unix_error)?;
+    socket.bind(&address).map_err(unix_error)?;
+    socket.listen(backlog).map_err(unix_error)?;
+    socket.set_nonblocking(true).map_err(unix_error)?;
+    Ok(UnixListener::from(std::os::fd::OwnedFd::from(socket)))
 }
 
 /// Binds and listens on `addr`.

@@ -69,3 +69,17 @@ impl SystemdNotifier {
         std::os::fd::AsRawFd::as_raw_fd(&self.socket)
     }
 }
+
+/// The interval at which systemd wants `WATCHDOG=1` (`WATCHDOG_USEC`, when `WATCHDOG_PID`
+/// is unset or this process), halved as `sd_watchdog_enabled(3)` recommends. The variables
+/// are removed so that workers do not inherit them.
+pub(crate) fn watchdog_interval() -> Option<std::time::Duration> {
+    let usec = std::env::var("WATCHDOG_USEC").ok()?.parse::<u64>().ok()?;
+    let for_us = std::env::var("WATCHDOG_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_none_or(|pid| pid == std::process::id());
+    std::env::remove_var("WATCHDOG_USEC");
+    std::env::remove_var("WATCHDOG_PID");
+    (for_us && usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
+}

@@ -3,7 +3,6 @@
 //! (`uvicorn app:app --fd 3`, gunicorn, Node, Go) gets the zero-drop stop.
 
 use std::ffi::{CString, OsString};
-use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -107,7 +106,10 @@ fn resolve_program(program: &Path) -> Option<PathBuf> {
 }
 
 /// Forks and execs one external worker; returns its pid.
-pub(crate) fn spawn_command(listener: &TcpListener, command: &PreparedCommand) -> Result<Pid> {
+pub(crate) fn spawn_command(
+    listener: &crate::listener::Listener,
+    command: &PreparedCommand,
+) -> Result<Pid> {
     let parent_pid = nix::unistd::getpid();
     // SAFETY: the supervisor is single-threaded; the child only prepares descriptors and
     // signals, then execs (or exits).

@@ -2,7 +2,7 @@
 //! `SO_REUSEPORT` group.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 
 use nix::unistd::Pid;
@@ -12,14 +12,14 @@ use crate::accept_queue::queued_connections;
 use crate::config::{Bind, ListenerDrain, ListenerMode, ServerConfig};
 use crate::error::{Error, Result};
 use crate::kernel_refusal::RefusalProgram;
-use crate::listener::{self, ReusePort};
+use crate::listener::{self, Listener, ReusePort};
 
 /// The parent's copies of the listening sockets.
 #[derive(Debug)]
 pub(crate) enum Listeners {
     /// One socket, shared by every worker: its accept queue belongs to none of them, so a
     /// worker that leaves loses nothing.
-    Shared(Option<TcpListener>),
+    Shared(Option<Listener>),
     /// One socket per worker, all in one reuseport group: the kernel spreads connections
     /// by hash. The parent keeps a copy of each (to refuse and to watch the queues) and
     /// drops it when the worker leaves, so that the worker's own close is the last one:
@@ -31,9 +31,9 @@ pub(crate) enum Listeners {
         backlog: i32,
         /// The first socket, bound at startup (so that a port in use fails at once), for
         /// the first worker.
-        spare: Option<TcpListener>,
+        spare: Option<Listener>,
         /// Each worker's socket.
-        by_worker: BTreeMap<Pid, TcpListener>,
+        by_worker: BTreeMap<Pid, Listener>,
         /// The server is stopping: no new socket joins the group.
         closed: bool,
     },
@@ -50,15 +50,18 @@ impl Listeners {
                     (_, ListenerMode::ReusePort) | (DrainMode::Ebpf, _) => ReusePort::Group,
                     (DrainMode::Close, ListenerMode::Shared) => ReusePort::Off,
                 };
-                let first = listener::bind(*addr, config.backlog, reuse_port)?;
+                let first = Listener::Tcp(listener::bind(*addr, config.backlog, reuse_port)?);
                 let listeners = match mode {
                     ListenerMode::Shared => Listeners::Shared(Some(first)),
                     ListenerMode::ReusePort => {
                         warn_without_migration();
                         Listeners::PerWorker {
-                            addr: first
-                                .local_addr()
-                                .map_err(|e| Error::sys("cannot read the bound address", e))?,
+                            addr: match &first {
+                                Listener::Tcp(l) => l
+                                    .local_addr()
+                                    .map_err(|e| Error::sys("cannot read the bound address", e))?,
+                                Listener::Unix(_) => *addr,
+                            },
                             backlog: config.backlog,
                             spare: Some(first),
                             by_worker: BTreeMap::new(),
@@ -68,13 +71,28 @@ impl Listeners {
                 };
                 Ok((listeners, drain, program))
             }
+            (Bind::Unix(_), ListenerMode::ReusePort) => Err(Error::Config(
+                "--reuse-port needs TCP; it cannot be used with --uds".into(),
+            )),
+            (Bind::Unix(path), ListenerMode::Shared) => {
+                let (drain, program) = match config.listener_drain {
+                    ListenerDrain::Ebpf => {
+                        return Err(Error::Ebpf(std::io::Error::other(
+                            "the eBPF drain needs a TCP socket, not a unix socket",
+                        )))
+                    }
+                    ListenerDrain::Auto | ListenerDrain::Close => (DrainMode::Close, None),
+                };
+                let listener = Listener::Unix(listener::bind_unix(path, config.backlog)?);
+                Ok((Listeners::Shared(Some(listener)), drain, program))
+            }
             (Bind::Inherited(_), ListenerMode::ReusePort) => Err(Error::Config(
                 "--reuse-port binds one socket per worker itself; it cannot use an inherited socket".into(),
             )),
             (Bind::Inherited(fd), ListenerMode::Shared) => {
                 let (listener, reuse_port) = listener::adopt(*fd)?;
                 let (drain, program) = resolve_drain_mode(config.listener_drain, reuse_port)?;
-                Ok((Listeners::Shared(Some(listener)), drain, program))
+                Ok((Listeners::Shared(Some(Listener::Tcp(listener))), drain, program))
             }
         }
     }
@@ -83,7 +101,7 @@ impl Listeners {
     /// socket in per-worker mode. `None` once the listeners are closed.
     pub(crate) fn spawn_with<T>(
         &mut self,
-        spawn: impl FnOnce(&TcpListener) -> Result<(Pid, T)>,
+        spawn: impl FnOnce(&Listener) -> Result<(Pid, T)>,
     ) -> Result<Option<(Pid, T)>> {
         match self {
             Listeners::Shared(None) => Ok(None),
@@ -98,7 +116,7 @@ impl Listeners {
             } => {
                 let socket = match spare.take() {
                     Some(socket) => socket,
-                    None => listener::bind_into_group(*addr, *backlog)?,
+                    None => Listener::Tcp(listener::bind_into_group(*addr, *backlog)?),
                 };
                 let (pid, extra) = spawn(&socket)?;
                 by_worker.insert(pid, socket);
@@ -117,7 +135,7 @@ impl Listeners {
 
     /// One socket of the group (any: a program attached to one acts on the whole group),
     /// or the shared socket.
-    pub(crate) fn any(&self) -> Option<&TcpListener> {
+    pub(crate) fn any(&self) -> Option<&Listener> {
         match self {
             Listeners::Shared(listener) => listener.as_ref(),
             Listeners::PerWorker {
@@ -127,7 +145,7 @@ impl Listeners {
     }
 
     /// The socket a worker serves on.
-    pub(crate) fn of_worker(&self, pid: Pid) -> Option<&TcpListener> {
+    pub(crate) fn of_worker(&self, pid: Pid) -> Option<&Listener> {
         match self {
             Listeners::Shared(listener) => listener.as_ref(),
             Listeners::PerWorker { by_worker, .. } => by_worker.get(&pid),
@@ -136,7 +154,11 @@ impl Listeners {
 
     /// Connections waiting in every accept queue the parent can see.
     pub(crate) fn queued(&self) -> u32 {
-        let count = |l: &TcpListener| queued_connections(l.as_fd()).unwrap_or(0);
+        let count = |l: &Listener| match l {
+            Listener::Tcp(l) => queued_connections(l.as_fd()).unwrap_or(0),
+            // Unix sockets are drained by the `close` protocol, which reads no queue.
+            Listener::Unix(_) => 0,
+        };
         match self {
             Listeners::Shared(listener) => listener.as_ref().map_or(0, count),
             Listeners::PerWorker { by_worker, .. } => by_worker.values().map(count).sum(),

@@ -68,6 +68,9 @@ struct Parent<'a> {
     upgrade_notifier: Option<File>,
     /// Set when a service manager listens (`NOTIFY_SOCKET`).
     systemd: Option<SystemdNotifier>,
+    /// systemd's watchdog: the interval, and when the next `WATCHDOG=1` is due. Sent from
+    /// the supervisor's loop, so it proves that the loop itself is alive.
+    watchdog: Option<(std::time::Duration, Instant)>,
     workers: Workers<'a>,
 }
 
@@ -85,11 +88,15 @@ pub(crate) fn run(config: &ServerConfig, workers: Workers<'_>) -> Result<Shutdow
         .map(crate::pid_file::PidFile::create)
         .transpose()?;
     tracing::info!("Started parent process [{}]", std::process::id());
-    let local = listeners
+    let url = listeners
         .any()
-        .and_then(|l| l.local_addr().ok())
+        .map(|l| l.url())
         .ok_or_else(|| Error::Config("no listening socket".into()))?;
-    tracing::info!("Listening on http://{local} (Press CTRL+C to quit)");
+    let _unix_socket_file = match &config.bind {
+        crate::config::Bind::Unix(path) => Some(UnixSocketFile(path.clone())),
+        _ => None,
+    };
+    tracing::info!("Listening on {url} (Press CTRL+C to quit)");
     match drain {
         DrainMode::Ebpf => tracing::info!(
             "Listener drain: ebpf (at stop the kernel refuses new connections, the queue is emptied, then workers stop)"
@@ -112,6 +119,7 @@ pub(crate) fn run(config: &ServerConfig, workers: Workers<'_>) -> Result<Shutdow
         new_parent: None,
         upgrade_notifier: upgrade::take_ready_notifier(),
         systemd: SystemdNotifier::from_env(),
+        watchdog: crate::notify::watchdog_interval().map(|every| (every, Instant::now())),
         workers,
     };
     let mut supervisor = Supervisor::new(Settings {
@@ -140,6 +148,15 @@ pub(crate) fn run(config: &ServerConfig, workers: Workers<'_>) -> Result<Shutdow
     }
 }
 
+/// The path of a unix socket this server bound; removed when the parent exits.
+struct UnixSocketFile(std::path::PathBuf);
+
+impl Drop for UnixSocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// What woke the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -153,7 +170,12 @@ impl Parent<'_> {
     /// next deadline, and returns what happened.
     fn wait_for_events(&mut self, supervisor: &Supervisor) -> Result<Vec<Event>> {
         let now = Instant::now();
-        let timeout = match supervisor.next_wakeup(now) {
+        let watchdog_due = self.watchdog.map(|(_, due)| due);
+        let wakeup = match (supervisor.next_wakeup(now), watchdog_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match wakeup {
             None => PollTimeout::NONE,
             Some(at) => {
                 // Round up so that the loop never wakes a hair before the deadline and spins.
@@ -187,6 +209,7 @@ impl Parent<'_> {
                 .map(|(&source, _)| source)
                 .collect()
         };
+        self.pet_watchdog();
         let mut events = Vec::new();
         for source in readable {
             match source {
@@ -236,6 +259,18 @@ impl Parent<'_> {
         }
         events.push(Event::Tick);
         Ok(events)
+    }
+
+    /// Sends `WATCHDOG=1` when it is due.
+    fn pet_watchdog(&mut self) {
+        let (Some((every, due)), Some(systemd)) = (self.watchdog, &self.systemd) else {
+            return;
+        };
+        let now = Instant::now();
+        if now >= due {
+            systemd.send("WATCHDOG=1");
+            self.watchdog = Some((every, now + every));
+        }
     }
 
     fn fd_of(&self, source: Source) -> BorrowedFd<'_> {

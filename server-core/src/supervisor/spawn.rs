@@ -1,6 +1,5 @@
 //! Forking a worker process and preparing it to serve.
 
-use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
@@ -9,13 +8,14 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::{fork, getppid, ForkResult, Pid};
 
 use crate::error::{Error, Result};
+use crate::listener::Listener;
 use crate::signals;
 
 /// What a new worker process starts with.
 #[derive(Debug)]
 pub(crate) struct WorkerStart {
     /// The shared listening socket (the same socket as the parent's, not a copy).
-    pub(crate) listener: TcpListener,
+    pub(crate) listener: Listener,
     /// The worker's end of its channel to the supervisor.
     pub(crate) control: UnixStream,
 }
@@ -30,7 +30,7 @@ pub(crate) type WorkerBody<'a> = dyn FnMut(WorkerStart) -> i32 + 'a;
 /// not, and a stray copy of another worker's channel would hide that worker's death.
 /// Returns the worker's pid and the parent's end of its channel (non-blocking).
 pub(crate) fn spawn_worker(
-    listener: &TcpListener,
+    listener: &Listener,
     parent_only_fds: &[RawFd],
     body: &mut WorkerBody<'_>,
 ) -> Result<(Pid, UnixStream)> {
@@ -67,8 +67,8 @@ pub(crate) fn spawn_worker(
             }
             drop(parent_end);
             // SAFETY: the child owns its copy of the listening descriptor from now on; the
-            // parent's TcpListener value is never dropped in this process.
-            let listener = unsafe { TcpListener::from_raw_fd(listener.as_raw_fd()) };
+            // parent's listener value is never dropped in this process.
+            let listener = unsafe { listener.same_kind_from_raw(listener.as_raw_fd()) };
             let control = UnixStream::from(worker_end);
             let status = body(WorkerStart { listener, control });
             std::process::exit(status);

@@ -12,7 +12,6 @@
 use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io::Write;
-use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -59,7 +58,7 @@ pub(crate) struct NewParent {
 ///
 /// `extra_env` entries (`NAME=value`) are added to the new parent's environment.
 pub(crate) fn start_new_parent(
-    listener: &TcpListener,
+    listener: &crate::listener::Listener,
     relaunch: &Relaunch,
     extra_env: &[OsString],
 ) -> Result<NewParent> {

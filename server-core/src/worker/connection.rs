@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::service::WorkerService;
@@ -30,11 +30,13 @@ pub(crate) struct ConnectionContext {
 /// (see [`WorkerService`]); an idle connection gets `idle_drain_grace` for a request its
 /// client may be sending right now, then hyper's graceful shutdown closes it (HTTP/2: GOAWAY
 /// and the open streams finish).
-pub(crate) async fn serve_connection(
-    stream: TcpStream,
+pub(crate) async fn serve_connection<I>(
+    stream: I,
     service: WorkerService,
     context: Arc<ConnectionContext>,
-) {
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let connection = context
         .builder
         .serve_connection_with_upgrades(TokioIo::new(stream), service);

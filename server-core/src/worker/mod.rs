@@ -12,7 +12,8 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,11 +21,15 @@ use tokio_util::task::TaskTracker;
 use crate::app::App;
 use crate::config::ServerConfig;
 use crate::control::ToParent;
+use crate::listener::Listener;
 use crate::supervisor::spawn::WorkerStart;
 use connection::{serve_connection, ConnectionContext};
 use reporter::{report_to_parent, RequestQuota};
 use service::WorkerService;
 use stop::{wait_for_stop, StopRequest};
+
+/// How unix-socket clients appear in the access log (they have no address).
+const UNIX_PEER: &str = "unix:";
 
 /// Pause after an accept error such as EMFILE, so that a worker out of descriptors retries
 /// instead of spinning.
@@ -70,8 +75,16 @@ async fn serve(
     make_app: &dyn Fn() -> App,
 ) -> io::Result<()> {
     let app = make_app();
-    start.listener.set_nonblocking(true)?;
-    let listener = TcpListener::from_std(start.listener)?;
+    let listener = match start.listener {
+        Listener::Tcp(l) => {
+            l.set_nonblocking(true)?;
+            AsyncListener::Tcp(TcpListener::from_std(l)?)
+        }
+        Listener::Unix(l) => {
+            l.set_nonblocking(true)?;
+            AsyncListener::Unix(UnixListener::from_std(l)?)
+        }
+    };
     start.control.set_nonblocking(true)?;
     let (control_read, mut control_write) = UnixStream::from_std(start.control)?.into_split();
 
@@ -151,6 +164,14 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// The worker's listener, registered with its runtime.
+enum AsyncListener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// Unix domain socket.
+    Unix(UnixListener),
+}
+
 /// Accepts connections and hands each to its own task.
 struct Acceptor<'a> {
     app: &'a App,
@@ -166,7 +187,7 @@ impl Acceptor<'_> {
     /// select, no connection has been taken from the queue and lost.
     async fn until_stopped(
         &self,
-        listener: &TcpListener,
+        listener: &AsyncListener,
         stop: impl std::future::Future<Output = StopRequest>,
     ) -> StopRequest {
         tokio::pin!(stop);
@@ -174,8 +195,8 @@ impl Acceptor<'_> {
             tokio::select! {
                 biased;
                 request = &mut stop => return request,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => self.serve(stream, peer),
+                accepted = self.accept_one(listener) => match accepted {
+                    Ok(()) => {}
                     Err(e) => {
                         if is_per_connection_error(&e) {
                             continue;
@@ -191,16 +212,29 @@ impl Acceptor<'_> {
         }
     }
 
+    /// Accepts one connection and starts serving it. Cancel-safe: nothing is awaited
+    /// after the accept.
+    async fn accept_one(&self, listener: &AsyncListener) -> io::Result<()> {
+        match listener {
+            AsyncListener::Tcp(l) => {
+                let (stream, peer) = l.accept().await?;
+                let _ = stream.set_nodelay(true);
+                self.serve(stream, peer.to_string());
+            }
+            AsyncListener::Unix(l) => {
+                let (stream, _) = l.accept().await?;
+                self.serve(stream, UNIX_PEER.to_string());
+            }
+        }
+        Ok(())
+    }
+
     /// Accepts every connection still queued, then closes this worker's copy of the
     /// listener. Nothing waits between the last accept and the close.
-    fn drain_queue(&self, listener: TcpListener) -> io::Result<()> {
-        let listener = listener.into_std()?;
-        loop {
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    stream.set_nonblocking(true)?;
-                    self.serve(TcpStream::from_std(stream)?, peer);
-                }
+    fn drain_queue(&self, listener: AsyncListener) -> io::Result<()> {
+        let accept_rest = |accept: &mut dyn FnMut() -> io::Result<()>| loop {
+            match accept() {
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if is_per_connection_error(&e) => {}
                 Err(e) => {
@@ -208,13 +242,37 @@ impl Acceptor<'_> {
                     break;
                 }
             }
+        };
+        match listener {
+            AsyncListener::Tcp(l) => {
+                let l = l.into_std()?;
+                accept_rest(&mut || {
+                    let (stream, peer) = l.accept()?;
+                    stream.set_nonblocking(true)?;
+                    let stream = TcpStream::from_std(stream)?;
+                    let _ = stream.set_nodelay(true);
+                    self.serve(stream, peer.to_string());
+                    Ok(())
+                });
+            }
+            AsyncListener::Unix(l) => {
+                let l = l.into_std()?;
+                accept_rest(&mut || {
+                    let (stream, _) = l.accept()?;
+                    stream.set_nonblocking(true)?;
+                    self.serve(UnixStream::from_std(stream)?, UNIX_PEER.to_string());
+                    Ok(())
+                });
+            }
         }
-        drop(listener);
+        // The std listener was moved into its arm and is closed here.
         Ok(())
     }
 
-    fn serve(&self, stream: TcpStream, peer: std::net::SocketAddr) {
-        let _ = stream.set_nodelay(true);
+    fn serve<I>(&self, stream: I, peer: String)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let service = WorkerService {
             router: self.app.router.clone(),
             draining: self.context.draining.clone(),

@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 
 use axum::body::Body;
@@ -25,7 +24,7 @@ pub(crate) struct WorkerService {
     /// Cancelled when the worker starts draining.
     pub(crate) draining: CancellationToken,
     /// The client, for the access log.
-    pub(crate) peer: SocketAddr,
+    pub(crate) peer: String,
     /// Whether to write an access log line per request.
     pub(crate) access_log: bool,
     /// The worker's request quota, when it has one.
@@ -48,7 +47,7 @@ impl hyper::service::Service<Request<Incoming>> for WorkerService {
             .access_log
             .then(|| (request.method().clone(), request.uri().clone()));
         let draining = self.draining.clone();
-        let peer = self.peer;
+        let peer = self.access_log.then(|| self.peer.clone());
         let not_ready = match &self.readiness {
             Some((path, unready)) if request.uri().path() == &**path => {
                 unready.is_cancelled() || draining.is_cancelled()
@@ -75,7 +74,7 @@ impl hyper::service::Service<Request<Incoming>> for WorkerService {
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
             }
-            if let Some((method, uri)) = access {
+            if let (Some((method, uri)), Some(peer)) = (access, peer) {
                 let status = response.status();
                 tracing::info!(
                     "{peer} - \"{method} {uri} {version:?}\" {} {}",
