@@ -315,6 +315,10 @@ impl Supervisor {
             Event::Signal(signal) => self.on_signal(signal, now),
             Event::WorkerReady(pid) => {
                 if let Some(state @ WorkerState::Starting { .. }) = self.workers.get_mut(&pid) {
+                    if let WorkerState::Starting { since } = *state {
+                        let ms = now.saturating_duration_since(since).as_secs_f64() * 1000.0;
+                        tracing::info!("worker {pid} ready {ms:.1} ms after fork");
+                    }
                     *state = WorkerState::Ready { heard: now };
                     self.failed_starts = 0;
                     self.respawn_not_before = None;

@@ -1,0 +1,377 @@
+"""Benchmarks of server-cli against plain axum, uvicorn and gunicorn, in one run.
+
+Run through scripts/bench.sh (which builds the release binaries and the peers' venv).
+Writes bench/results/bench.json (or bench-smoke.json) and prints a summary.
+
+    python3 scripts/bench.py [--smoke] [--no-peers]
+"""
+import argparse
+import json
+import os
+import re
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "release")
+SERVER_CLI = os.path.join(RELEASE, "server-cli")
+HARNESS = os.path.join(RELEASE, "shutdown-harness")
+BASELINE = os.path.join(RELEASE, "examples", "baseline_axum")
+VENV = os.environ.get("PEERS_VENV", os.path.join(ROOT, ".peers"))
+PEERS_DIR = os.path.join(ROOT, "scripts", "peers")
+READY_TIMEOUT = 30.0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def contender_command(name, port, workers=2):
+    if name == "server-cli":
+        return [SERVER_CLI, "--workers", str(workers), "--port", str(port), "--no-access-log"]
+    if name == "axum-baseline":
+        return [BASELINE, f"127.0.0.1:{port}"]
+    if name == "uvicorn":
+        return [os.path.join(VENV, "bin", "uvicorn"), "seed_app:app", "--app-dir", PEERS_DIR,
+                "--workers", str(workers), "--port", str(port), "--no-access-log"]
+    if name == "gunicorn":
+        return [os.path.join(VENV, "bin", "gunicorn"), "-k", "uvicorn_worker.UvicornWorker",
+                "-w", str(workers), "-b", f"127.0.0.1:{port}", "--chdir", PEERS_DIR, "seed_app:app"]
+    raise ValueError(name)
+
+
+class Server:
+    """A server process whose stderr lines are collected (JSON lines for server-cli)."""
+
+    def __init__(self, argv, port):
+        self.port = port
+        self.lines = []
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, start_new_session=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.wait_ready()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            self.lines.append((time.time(), line.rstrip("\n")))
+
+    def wait_ready(self):
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.lines[-5:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    if s.recv(64).startswith(b"HTTP/1.1 200"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.01)
+        raise RuntimeError("server not ready")
+
+    def wait_for(self, predicate, timeout=10.0, start=0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for i in range(start, len(self.lines)):
+                if predicate(self.lines[i][1]):
+                    return self.lines[i]
+            time.sleep(0.002)
+        raise RuntimeError("log line not seen")
+
+    def children(self):
+        out = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                stat = open(f"/proc/{pid}/stat").read()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and fields[1] == str(self.proc.pid):
+                out.append(int(pid))
+        return sorted(out)
+
+    def stop(self, sig=signal.SIGTERM, timeout=60.0):
+        """Sends `sig`; returns seconds until the process exited."""
+        t0 = time.perf_counter()
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        return time.perf_counter() - t0
+
+    def kill(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+
+
+def rss_kib(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def parse_latency(text, label):
+    m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+    if not m:
+        return None
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def wrk(port, secs, connections, new_connection, during=None):
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{secs}s", "--latency", "--timeout", "5s"]
+    if new_connection:
+        argv += ["-H", "Connection: close"]
+    argv.append(f"http://127.0.0.1:{port}/")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    sampled = None
+    if during:
+        time.sleep(secs / 2)
+        sampled = during()
+    out, _ = proc.communicate()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Socket errors: (.*)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "requests_per_sec": rps,
+        "p50_ms": parse_latency(out, "50"),
+        "p99_ms": parse_latency(out, "99"),
+        "socket_errors": errors.group(1) if errors else None,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+    }, sampled
+
+
+def throughput(contenders, secs, connections):
+    results = {}
+    for name in contenders:
+        for mode, new_conn in (("keepalive", False), ("new_connection", True)):
+            port = free_port()
+            server = Server(contender_command(name, port), port)
+            try:
+                result, _ = wrk(port, secs, connections, new_conn)
+            finally:
+                server.kill()
+            results.setdefault(name, {})[mode] = result
+            print(f"  {name:14} {mode:15} {result['requests_per_sec']:>10.0f} req/s  "
+                  f"p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms", flush=True)
+    base = results.get("axum-baseline")
+    if base:
+        for name, modes in results.items():
+            for mode, r in modes.items():
+                r["ratio_to_axum"] = round(r["requests_per_sec"] / base[mode]["requests_per_sec"], 3)
+    return results
+
+
+def shutdown_latency(worker_counts, runs):
+    out = {}
+    for workers in worker_counts:
+        samples = []
+        for _ in range(runs):
+            port = free_port()
+            server = Server(contender_command("server-cli", port, workers), port)
+            server.wait_for(lambda l: "all workers are ready" in l)
+            samples.append(server.stop() * 1000)
+        out[str(workers)] = {"median_ms": round(statistics.median(samples), 2),
+                             "max_ms": round(max(samples), 2), "runs": runs}
+        print(f"  SIGTERM to exit, {workers} workers, nothing in flight: "
+              f"median {out[str(workers)]['median_ms']} ms", flush=True)
+    return out
+
+
+def shutdown_with_hook(workers):
+    port = free_port()
+    argv = contender_command("server-cli", port, workers) + ["--demo-shutdown-delay", "10"]
+    server = Server(argv, port)
+    server.wait_for(lambda l: "all workers are ready" in l)
+    took = server.stop()
+    print(f"  SIGTERM to exit, {workers} workers, 10 s shutdown hook each: {took:.3f} s", flush=True)
+    return round(took, 3)
+
+
+READY_RE = re.compile(r"worker (\d+) ready ([\d.]+) ms after fork")
+
+
+def worker_start_and_respawn(runs):
+    starts, respawns = [], []
+    for _ in range(runs):
+        port = free_port()
+        argv = contender_command("server-cli", port, 2) + ["--log-format", "json"]
+        server = Server(argv, port)
+        server.wait_for(lambda l: "all workers are ready" in l)
+        for _, line in list(server.lines):
+            m = READY_RE.search(line)
+            if m:
+                starts.append(float(m.group(2)))
+        victim = server.children()[0]
+        seen = len(server.lines)
+        t_kill = time.time()
+        os.kill(victim, signal.SIGKILL)
+        _, line = server.wait_for(lambda l: READY_RE.search(l) is not None, start=seen)
+        ready_at = json.loads(line)["time"]
+        respawns.append((ready_at - t_kill) * 1000)
+        server.kill()
+    result = {
+        "fork_to_ready_median_ms": round(statistics.median(starts), 2),
+        "respawn_to_ready_median_ms": round(statistics.median(respawns), 2),
+        "samples": {"fork_to_ready": len(starts), "respawn": len(respawns)},
+    }
+    print(f"  worker fork to ready: median {result['fork_to_ready_median_ms']} ms; "
+          f"SIGKILL to replacement ready: median {result['respawn_to_ready_median_ms']} ms "
+          "(log timestamps have 1 ms resolution)", flush=True)
+    return result
+
+
+def memory(secs):
+    port = free_port()
+    server = Server(contender_command("server-cli", port, 2), port)
+    try:
+        server.wait_for(lambda l: "all workers are ready" in l)
+        time.sleep(0.2)
+        idle = {"parent_kib": rss_kib(server.proc.pid),
+                "workers_kib": [rss_kib(p) for p in server.children()]}
+        _, loaded = wrk(port, secs, 64, False, during=lambda: {
+            "parent_kib": rss_kib(server.proc.pid),
+            "workers_kib": [rss_kib(p) for p in server.children()]})
+    finally:
+        server.kill()
+    print(f"  RSS idle: parent {idle['parent_kib']} KiB, workers {idle['workers_kib']} KiB; "
+          f"under load: parent {loaded['parent_kib']} KiB, workers {loaded['workers_kib']} KiB",
+          flush=True)
+    return {"idle": idle, "under_load": loaded}
+
+
+def scale(worker_counts, secs):
+    out = {}
+    for workers in worker_counts:
+        port = free_port()
+        server = Server(contender_command("server-cli", port, workers), port)
+        try:
+            result, _ = wrk(port, secs, 64, False)
+        finally:
+            server.kill()
+        out[str(workers)] = result["requests_per_sec"]
+        print(f"  {workers} workers: {result['requests_per_sec']:.0f} req/s (keep-alive)", flush=True)
+    return out
+
+
+def idle_connections_at_shutdown(count):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 256)), hard))
+    port = free_port()
+    server = Server(contender_command("server-cli", port, 2), port)
+    conns = []
+    try:
+        server.wait_for(lambda l: "all workers are ready" in l)
+        before = [rss_kib(p) for p in server.children()]
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            conns.append(s)
+        for s in conns:
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+                data += s.recv(4096)
+        held = [rss_kib(p) for p in server.children()]
+        took = server.stop()
+        clean, reset, other = 0, 0, 0
+        for s in conns:
+            s.settimeout(5)
+            try:
+                clean += 1 if s.recv(4096) == b"" else 0
+            except ConnectionResetError:
+                reset += 1
+            except OSError:
+                other += 1
+    finally:
+        for s in conns:
+            s.close()
+        server.kill()
+    result = {"connections": count, "closed_cleanly": clean, "reset": reset, "other": other,
+              "exit_after_s": round(took, 3), "worker_rss_kib_before": before,
+              "worker_rss_kib_holding": held}
+    print(f"  {count} idle keep-alive connections at SIGTERM: {clean} closed cleanly, {reset} reset, "
+          f"{other} other; exit after {took:.3f} s; worker RSS {before} -> {held} KiB", flush=True)
+    return result
+
+
+def harness_ceiling(secs):
+    argv = [HARNESS, "--scenario", "load", "--duration", str(secs), "--signal-after", str(secs - 1),
+            "--", *contender_command("server-cli", "{port}", 2)]
+    out = subprocess.run(argv, capture_output=True, text=True).stdout
+    m = re.search(r"ok_rps_before_signal=(\d+)", out)
+    rps = int(m.group(1)) if m else None
+    print(f"  harness load scenario against server-cli --workers 2: {rps} answered req/s", flush=True)
+    return rps
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--smoke", action="store_true", help="seconds, not minutes: keeps the script working")
+    parser.add_argument("--no-peers", action="store_true", help="skip uvicorn and gunicorn")
+    args = parser.parse_args()
+    smoke = args.smoke
+    secs = 1 if smoke else 10
+    runs = 2 if smoke else 10
+    contenders = ["server-cli", "axum-baseline"] + ([] if args.no_peers else ["uvicorn", "gunicorn"])
+    results = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release,
+                           "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                                        if l.startswith("model name")), "?")},
+               "smoke": smoke}
+    print("throughput, GET / (wrk -t2 -c64):", flush=True)
+    results["throughput"] = throughput(contenders, secs, 64)
+    print("shutdown latency:", flush=True)
+    results["shutdown_latency"] = shutdown_latency([1, 2] if smoke else [1, 2, 8], runs)
+    if not smoke:
+        results["shutdown_with_10s_hook"] = {"2": shutdown_with_hook(2), "8": shutdown_with_hook(8)}
+    print("worker start:", flush=True)
+    results["worker_start"] = worker_start_and_respawn(runs)
+    print("memory:", flush=True)
+    results["memory"] = memory(max(secs, 2))
+    print("scale:", flush=True)
+    results["scale_keepalive_rps"] = scale([1, 2] if smoke else [1, 2, 4, 8], max(secs // 2, 1))
+    print("idle keep-alive connections during a shutdown:", flush=True)
+    results["idle_keepalive_shutdown"] = idle_connections_at_shutdown(100 if smoke else 1000)
+    print("harness ceiling:", flush=True)
+    results["harness_load_ok_rps"] = harness_ceiling(3 if smoke else 8)
+    out_dir = os.path.join(ROOT, "bench", "results")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "bench-smoke.json" if smoke else "bench.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"wrote {path}")
+    failures = []
+    ka = results["throughput"].get("server-cli", {}).get("keepalive", {})
+    if ka.get("socket_errors") or ka.get("non_2xx"):
+        failures.append("server-cli had errors under load")
+    idle = results["idle_keepalive_shutdown"]
+    if idle["closed_cleanly"] != idle["connections"]:
+        failures.append("idle keep-alive connections were not all closed cleanly")
+    for f in failures:
+        print(f"FAIL: {f}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
