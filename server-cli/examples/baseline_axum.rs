@@ -14,6 +14,9 @@ async fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:8000".into());
     let app = Router::new().route("/", get(|| async { Json(json!({"Hello": "World"})) }));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    eprintln!("baseline axum listening on http://{}", listener.local_addr()?);
+    eprintln!(
+        "baseline axum listening on http://{}",
+        listener.local_addr()?
+    );
     axum::serve(listener, app).await
 }

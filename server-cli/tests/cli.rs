@@ -116,3 +116,30 @@ fn no_access_log_turns_the_access_lines_off() {
         server.log
     );
 }
+
+#[test]
+fn idle_keep_alive_connections_and_unfinished_request_heads_are_closed_after_the_timeout() {
+    use std::io::{Read, Write};
+    let server = RunningServer::start(&["--workers", "1", "--timeout-keep-alive", "0.5"]);
+    let mut idle = std::net::TcpStream::connect(server.addr).unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut slow = std::net::TcpStream::connect(server.addr).unwrap();
+    slow.write_all(b"GET / HTT").unwrap();
+    let started = Instant::now();
+    for stream in [&mut idle, &mut slow] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut everything = Vec::new();
+        // Ends with EOF when the server closes the connection (an error if it never does).
+        stream.read_to_end(&mut everything).unwrap();
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    // The worker serves on.
+    assert_eq!(http_get(server.addr, "/").unwrap().status, 200);
+}

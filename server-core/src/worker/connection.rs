@@ -1,11 +1,13 @@
-//! Serving one accepted connection, and draining it when the worker stops.
+//! Serving one accepted connection: its idle timeout, and its drain when the worker stops.
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::service::WorkerService;
@@ -22,14 +24,73 @@ pub(crate) struct ConnectionContext {
     pub(crate) unready: CancellationToken,
     /// How long an idle connection is kept open once draining starts.
     pub(crate) idle_drain_grace: Duration,
+    /// How long a connection may sit with no request in flight (keep-alive idle, or a
+    /// client that has not finished sending its request head).
+    pub(crate) keep_alive_timeout: Duration,
 }
 
-/// Serves `stream` until the client leaves, the drain closes it, or the deadline aborts it.
+/// Requests in flight on one connection and when the last one finished, written by the
+/// service on every request and read by the connection's idle timer only when it fires.
+///
+/// Cheaper than hyper's header-read timer, which allocates and arms a timer per request:
+/// here a request costs two atomic updates and one clock read, and the connection keeps
+/// one timer for its whole life.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    started: Instant,
+    in_flight: AtomicU32,
+    /// Milliseconds from `started` to the end of the last request.
+    last_finished_ms: AtomicU64,
+}
+
+impl Activity {
+    /// A connection that has just been accepted.
+    pub(crate) fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            last_finished_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// A request head was read and handed to the application.
+    pub(crate) fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The application answered a request.
+    pub(crate) fn request_finished(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_finished_ms.store(now, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// How long the connection has had no request in flight (`None` while one is).
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_finished_ms.load(Ordering::Relaxed));
+        Some(self.started.elapsed().saturating_sub(last))
+    }
+}
+
+/// Why a connection stops serving normally.
+enum Ending {
+    /// Nothing in flight for the keep-alive timeout.
+    IdledOut,
+    /// The worker drains.
+    Drain,
+}
+
+/// Serves `stream` until the client leaves, the connection idles out, the drain closes it,
+/// or the deadline aborts it.
 ///
 /// On drain: a request in flight finishes and its response carries `Connection: close`
 /// (see [`WorkerService`]); an idle connection gets `idle_drain_grace` for a request its
 /// client may be sending right now, then hyper's graceful shutdown closes it (HTTP/2: GOAWAY
-/// and the open streams finish).
+/// and the open streams finish; a request head only partly received is dropped, so a stop
+/// never waits for a client that has not sent a complete request).
 pub(crate) async fn serve_connection<I>(
     stream: I,
     service: WorkerService,
@@ -37,25 +98,56 @@ pub(crate) async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Arc::clone(&service.activity);
     let connection = context
         .builder
         .serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => return log_connection_end(result),
-        () = context.draining.cancelled() => {}
-        () = context.abort.cancelled() => return,
+    let keep_alive = context.keep_alive_timeout;
+    let idle_timer = tokio::time::sleep(keep_alive);
+    tokio::pin!(idle_timer);
+    let ending = loop {
+        tokio::select! {
+            biased;
+            result = connection.as_mut() => return log_connection_end(result),
+            () = &mut idle_timer => match activity.idle_for() {
+                Some(idle) if idle >= keep_alive => break Ending::IdledOut,
+                Some(idle) => idle_timer.as_mut().reset(Instant::now() + (keep_alive - idle)),
+                None => idle_timer.as_mut().reset(Instant::now() + keep_alive),
+            },
+            () = context.draining.cancelled() => break Ending::Drain,
+            () = context.abort.cancelled() => return,
+        }
+    };
+    if let Ending::Drain = ending {
+        tokio::select! {
+            biased;
+            result = connection.as_mut() => return log_connection_end(result),
+            () = tokio::time::sleep(context.idle_drain_grace) => {}
+            () = context.abort.cancelled() => return,
+        }
     }
-    tokio::select! {
-        result = connection.as_mut() => return log_connection_end(result),
-        () = tokio::time::sleep(context.idle_drain_grace) => connection.as_mut().graceful_shutdown(),
-        () = context.abort.cancelled() => return,
-    }
-    tokio::select! {
-        result = connection.as_mut() => log_connection_end(result),
-        () = context.abort.cancelled() => {}
+    connection.as_mut().graceful_shutdown();
+    loop {
+        tokio::select! {
+            biased;
+            result = connection.as_mut() => return log_connection_end(result),
+            () = context.abort.cancelled() => return,
+            () = tokio::time::sleep(UNFINISHED_HEAD_CHECK) => {
+                // hyper closes an idle keep-alive connection at once, but waits for a
+                // request head it has only partly received (or not at all, on a fresh
+                // connection). With nothing in flight, nothing is owed: close it.
+                if activity.idle_for().is_some() {
+                    return;
+                }
+            }
+        }
     }
 }
+
+/// After asking hyper to close, how often to check whether the connection only waits for
+/// a request head that its client is not sending.
+const UNFINISHED_HEAD_CHECK: Duration = Duration::from_millis(100);
 
 fn log_connection_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
     if let Err(e) = result {

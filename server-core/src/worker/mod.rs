@@ -89,11 +89,12 @@ async fn serve(
     let (control_read, mut control_write) = UnixStream::from_std(start.control)?.into_split();
 
     let context = Arc::new(ConnectionContext {
-        builder: connection_builder(config),
+        builder: connection_builder(),
         draining: CancellationToken::new(),
         abort: CancellationToken::new(),
         unready: CancellationToken::new(),
         idle_drain_grace: config.idle_drain_grace,
+        keep_alive_timeout: config.keep_alive_timeout,
     });
     let connections = TaskTracker::new();
     let quota = config
@@ -151,15 +152,16 @@ async fn serve(
     Ok(())
 }
 
-fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
+fn connection_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No hyper header-read timer: it is armed (and allocated) per request. Each connection
+    // keeps one idle timer instead (see `connection::Activity`), which bounds both idle
+    // keep-alive connections and clients that send their head too slowly.
     builder
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        // hyper starts this timer whenever it waits for a request head, so it bounds both
-        // idle keep-alive connections and clients that send their head too slowly.
-        .header_read_timeout(config.keep_alive_timeout);
+        .header_read_timeout(None::<Duration>);
     builder.http2().timer(TokioTimer::new());
     builder
 }
@@ -276,8 +278,9 @@ impl Acceptor<'_> {
         let service = WorkerService {
             router: self.app.router.clone(),
             draining: self.context.draining.clone(),
-            peer,
+            peer: Arc::from(peer),
             access_log: self.access_log,
+            activity: Arc::new(connection::Activity::new()),
             quota: self.quota.clone(),
             readiness: self
                 .readiness_path

@@ -1,20 +1,23 @@
 //! The per-request wrapper around the application: `Connection: close` while draining,
-//! and the access log line.
+//! the readiness route, the request quota, the connection's activity, the access log line.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
+use axum::routing::future::RouteFuture;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION};
-use hyper::{Request, Response, StatusCode, Version};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
+use super::connection::Activity;
 use super::reporter::RequestQuota;
-use std::sync::Arc;
 
 /// Serves one connection's requests with the application.
 #[derive(Clone)]
@@ -24,65 +27,161 @@ pub(crate) struct WorkerService {
     /// Cancelled when the worker starts draining.
     pub(crate) draining: CancellationToken,
     /// The client, for the access log.
-    pub(crate) peer: String,
+    pub(crate) peer: Arc<str>,
     /// Whether to write an access log line per request.
     pub(crate) access_log: bool,
     /// The worker's request quota, when it has one.
     pub(crate) quota: Option<Arc<RequestQuota>>,
     /// The readiness route, and the token that turns it to 503 before a stop.
     pub(crate) readiness: Option<(Arc<str>, CancellationToken)>,
+    /// Requests in flight and last activity of this connection (its idle timer reads it).
+    pub(crate) activity: Arc<Activity>,
+}
+
+pin_project_lite::pin_project! {
+    /// The response of one request, finished by [`WorkerService`]'s bookkeeping. A plain
+    /// pinned struct rather than a boxed future: nothing is allocated per request here.
+    /// If it is dropped before it is ready (the connection went away), the request no
+    /// longer counts as in flight.
+    pub(crate) struct ResponseFuture {
+        #[pin]
+        inner: Answer,
+        version: Version,
+        draining: CancellationToken,
+        activity: Arc<Activity>,
+        access: Option<(Arc<str>, Method, Uri)>,
+        // Set when the response (and with it the in-flight count) went to the body.
+        answered: bool,
+    }
+
+    impl PinnedDrop for ResponseFuture {
+        fn drop(this: Pin<&mut Self>) {
+            if !this.answered {
+                this.activity.request_finished();
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Who answers: the application, or the readiness route turned off.
+    #[project = AnswerProjection]
+    enum Answer {
+        App { #[pin] future: RouteFuture<Infallible> },
+        NotReady,
+    }
+}
+
+/// A response body that tells the connection's [`Activity`] when it is done (dropped by
+/// hyper once written, or with the connection). Until then the request counts as in
+/// flight, so a slow download is never taken for an idle connection.
+pub(crate) struct TrackedBody {
+    inner: Body,
+    activity: Arc<Activity>,
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        self.activity.request_finished();
+    }
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl hyper::service::Service<Request<Incoming>> for WorkerService {
-    type Response = Response<Body>;
+    type Response = Response<TrackedBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = ResponseFuture;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
+        self.activity.request_started();
         if let Some(quota) = &self.quota {
             quota.count();
         }
         let version = request.version();
-        let access = self
-            .access_log
-            .then(|| (request.method().clone(), request.uri().clone()));
-        let draining = self.draining.clone();
-        let peer = self.access_log.then(|| self.peer.clone());
+        let access = self.access_log.then(|| {
+            (
+                Arc::clone(&self.peer),
+                request.method().clone(),
+                request.uri().clone(),
+            )
+        });
         let not_ready = match &self.readiness {
             Some((path, unready)) if request.uri().path() == &**path => {
-                unready.is_cancelled() || draining.is_cancelled()
+                unready.is_cancelled() || self.draining.is_cancelled()
             }
             _ => false,
         };
-        let response = (!not_ready).then(|| self.router.clone().call(request.map(Body::new)));
-        Box::pin(async move {
-            let mut response = match response {
-                Some(response) => match response.await {
-                    Ok(response) => response,
-                },
-                // Load balancers take the worker out of rotation; traffic still flows.
-                None => Response::builder()
-                    .status(StatusCode::SERVICE_UNAVAILABLE)
-                    .body(Body::from("shutting down"))
-                    .unwrap_or_default(),
-            };
-            // Decided when the response is ready, not when the request arrived: any response
-            // written during a drain tells the client to go elsewhere for its next request,
-            // so the connection closes after it and no request races with the close.
-            if draining.is_cancelled() && version < Version::HTTP_2 {
-                response
-                    .headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
+        let inner = if not_ready {
+            Answer::NotReady
+        } else {
+            Answer::App {
+                future: self.router.clone().call(request.map(Body::new)),
             }
-            if let (Some((method, uri)), Some(peer)) = (access, peer) {
-                let status = response.status();
-                tracing::info!(
-                    "{peer} - \"{method} {uri} {version:?}\" {} {}",
-                    status.as_u16(),
-                    status.canonical_reason().unwrap_or("")
-                );
-            }
-            Ok(response)
-        })
+        };
+        ResponseFuture {
+            inner,
+            version,
+            draining: self.draining.clone(),
+            activity: Arc::clone(&self.activity),
+            access,
+            answered: false,
+        }
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<TrackedBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = match this.inner.project() {
+            AnswerProjection::App { future } => match ready!(future.poll(cx)) {
+                Ok(response) => response,
+            },
+            // Load balancers take the worker out of rotation; traffic still flows.
+            AnswerProjection::NotReady => Response::builder()
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .body(Body::from("shutting down"))
+                .unwrap_or_default(),
+        };
+        // Decided when the response is ready, not when the request arrived: any response
+        // written during a drain tells the client to go elsewhere for its next request,
+        // so the connection closes after it and no request races with the close.
+        if this.draining.is_cancelled() && *this.version < Version::HTTP_2 {
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Some((peer, method, uri)) = this.access.take() {
+            let status = response.status();
+            tracing::info!(
+                "{peer} - \"{method} {uri} {:?}\" {} {}",
+                this.version,
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            );
+        }
+        let activity = Arc::clone(this.activity);
+        *this.answered = true;
+        Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, activity })))
     }
 }
