@@ -68,6 +68,18 @@ pub struct Cli {
     /// Add up to this many requests at random to each worker's quota.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub limit_max_requests_jitter: u64,
+    /// Beyond this many open connections per worker, answer new ones with 503.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit_concurrency: Option<u32>,
+    /// Largest request head in bytes (request line and headers); larger gets 431.
+    #[arg(long, value_name = "BYTES", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(8192..=1048576))]
+    pub limit_header_size: u32,
+    /// Seconds a new connection may take to send its first complete request head.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_seconds)]
+    pub timeout_header_read: f64,
+    /// Give up (exit 1) after this many workers in a row die before they are ready.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_startup_failures: u32,
     /// Replacement workers started at once during a rolling restart (SIGHUP).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_surge: u16,
@@ -208,6 +220,10 @@ impl Cli {
             ListenerMode::Shared
         };
         config.shutdown_delay = Duration::from_secs_f64(self.shutdown_delay);
+        config.limit_concurrency = self.limit_concurrency.map(|n| n as usize);
+        config.limit_header_size = self.limit_header_size as usize;
+        config.header_read_timeout = Duration::from_secs_f64(self.timeout_header_read);
+        config.max_startup_failures = self.max_startup_failures;
         config
     }
 }

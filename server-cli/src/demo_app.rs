@@ -20,6 +20,7 @@ pub fn demo_app(shutdown_delay: Duration) -> App {
         .route("/", get(|| async { Json(json!({"Hello": "World"})) }))
         .route("/sleep", get(sleep))
         .route("/block", get(block))
+        .route("/panic", get(panic))
         .route("/echo", post(echo))
         .route("/healthz", get(|| async { "ok" }));
     let app = App::new(router);
@@ -64,6 +65,11 @@ async fn block(Query(query): Query<SleepQuery>) -> Json<Value> {
     );
     std::thread::sleep(wait);
     Json(json!({"blocked": wait.as_secs_f64()}))
+}
+
+/// A handler bug: the request gets 500 and the worker serves on.
+async fn panic() -> &'static str {
+    panic!("demo: /panic was asked to panic")
 }
 
 /// A non-idempotent request, which no proxy may retry: it reports the body length.

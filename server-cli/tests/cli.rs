@@ -120,7 +120,14 @@ fn no_access_log_turns_the_access_lines_off() {
 #[test]
 fn idle_keep_alive_connections_and_unfinished_request_heads_are_closed_after_the_timeout() {
     use std::io::{Read, Write};
-    let server = RunningServer::start(&["--workers", "1", "--timeout-keep-alive", "0.5"]);
+    let server = RunningServer::start(&[
+        "--workers",
+        "1",
+        "--timeout-keep-alive",
+        "0.5",
+        "--timeout-header-read",
+        "0.5",
+    ]);
     let mut idle = std::net::TcpStream::connect(server.addr).unwrap();
     idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -142,4 +149,72 @@ fn idle_keep_alive_connections_and_unfinished_request_heads_are_closed_after_the
     );
     // The worker serves on.
     assert_eq!(http_get(server.addr, "/").unwrap().status, 200);
+}
+
+#[test]
+fn a_panicking_handler_gets_500_and_the_worker_lives() {
+    let server = RunningServer::start(&["--workers", "1"]);
+    let worker = server.wait_for_workers(1);
+    assert_eq!(http_get(server.addr, "/panic").unwrap().status, 500);
+    assert_eq!(http_get(server.addr, "/").unwrap().status, 200);
+    assert_eq!(
+        server.wait_for_workers(1),
+        worker,
+        "the worker was replaced"
+    );
+}
+
+#[test]
+fn beyond_the_concurrency_limit_new_connections_get_503() {
+    use std::io::{Read, Write};
+    let server = RunningServer::start(&["--workers", "1", "--limit-concurrency", "2"]);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(stream);
+    }
+    assert_eq!(http_get(server.addr, "/").unwrap().status, 503);
+    drop(held);
+    // Once the held connections are gone, new ones are served again (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while http_get(server.addr, "/").unwrap().status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "still refusing after the connections closed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_request_head_over_the_limit_gets_431() {
+    let server = RunningServer::start(&["--limit-header-size", "8192"]);
+    let big = "x".repeat(9000);
+    let request = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        raw_request(server.addr, request.as_bytes()).unwrap().status,
+        431
+    );
+    assert_eq!(http_get(server.addr, "/").unwrap().status, 200);
+}
+
+#[test]
+fn workers_that_never_start_make_the_server_give_up_with_status_1() {
+    let started = Instant::now();
+    cli()
+        .args(["--port", "0", "--max-startup-failures", "3", "--", "false"])
+        .timeout(Duration::from_secs(20))
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "died before they were ready; giving up",
+        ));
+    // Backoff 100 ms then 200 ms: a few hundred milliseconds, no busy loop.
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

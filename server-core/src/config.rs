@@ -78,6 +78,19 @@ pub struct ServerConfig {
     /// so that load balancers (a Kubernetes readiness probe) take the server out of rotation
     /// before it refuses anything; then the normal stop begins (its deadline starts then).
     pub shutdown_delay: Duration,
+    /// Beyond this many open connections a worker answers new ones with 503 and closes
+    /// them (as uvicorn's `--limit-concurrency`), so an overload never blocks its accept loop.
+    pub limit_concurrency: Option<usize>,
+    /// Largest request head (request line and headers) a worker reads; beyond it the
+    /// client gets 431. At least 8 KiB.
+    pub limit_header_size: usize,
+    /// How long a new connection may take to send its first complete request head
+    /// (slow-loris clients are closed after it). Later requests on a keep-alive
+    /// connection fall under `keep_alive_timeout`.
+    pub header_read_timeout: Duration,
+    /// After this many workers in a row die before they are ready, the server gives up
+    /// and exits with an error instead of restarting them forever.
+    pub max_startup_failures: u32,
     /// Where the parent writes its pid (removed at exit).
     pub pid_file: Option<std::path::PathBuf>,
     /// Up to this many requests are added at random to each worker's quota, so that workers
@@ -119,6 +132,10 @@ impl ServerConfig {
             readiness_path: Some("/healthz".into()),
             shutdown_delay: Duration::ZERO,
             pid_file: None,
+            limit_concurrency: None,
+            limit_header_size: 16 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            max_startup_failures: 10,
         }
     }
 }

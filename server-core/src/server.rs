@@ -13,6 +13,9 @@ pub enum ShutdownOutcome {
     Graceful,
     /// The deadline passed and workers had to be killed, or a worker failed while stopping.
     Forced,
+    /// Workers kept dying before they were ready (`max_startup_failures` in a row): the
+    /// app cannot start, and restarting it forever would only hide that.
+    WorkersKeptFailing,
 }
 
 impl ShutdownOutcome {
@@ -20,7 +23,7 @@ impl ShutdownOutcome {
     pub fn exit_code(self) -> i32 {
         match self {
             Self::Graceful => 0,
-            Self::Forced => 1,
+            Self::Forced | Self::WorkersKeptFailing => 1,
         }
     }
 }

@@ -54,6 +54,8 @@ pub(crate) struct Settings {
     pub(crate) protocol: WorkerProtocol,
     /// Time between SIGTERM and the start of the stop, serving with readiness off.
     pub(crate) shutdown_delay: Duration,
+    /// Workers dying before ready, in a row, after which the server gives up.
+    pub(crate) max_startup_failures: u32,
 }
 
 /// What the supervisor can know about its workers.
@@ -236,6 +238,8 @@ pub(crate) struct Supervisor {
     announced_ready: bool,
     /// A worker had to be killed at the deadline, or failed while stopping.
     unclean_stop: bool,
+    /// Workers kept dying before they were ready: the server gave up.
+    gave_up: bool,
 }
 
 impl Supervisor {
@@ -251,6 +255,7 @@ impl Supervisor {
             respawn_not_before: None,
             announced_ready: false,
             unclean_stop: false,
+            gave_up: false,
         }
     }
 
@@ -534,6 +539,16 @@ impl Supervisor {
     /// backoff), so that an app that cannot start does not make the parent fork in a loop.
     fn note_failed_start(&mut self, now: Instant) {
         self.failed_starts += 1;
+        if self.failed_starts >= self.settings.max_startup_failures && self.phase == Phase::Serving
+        {
+            tracing::error!(
+                "{} workers in a row died before they were ready; giving up (see the errors above)",
+                self.failed_starts
+            );
+            self.gave_up = true;
+            self.phase = Phase::Stopping;
+            return;
+        }
         let backoff = RESPAWN_BACKOFF_START
             .saturating_mul(1 << self.failed_starts.min(16).saturating_sub(1))
             .min(RESPAWN_BACKOFF_CAP);
@@ -716,7 +731,9 @@ impl Supervisor {
 
     fn exit_if_done(&self) -> Vec<Action> {
         if self.phase != Phase::Serving && self.workers.is_empty() {
-            let outcome = if self.unclean_stop {
+            let outcome = if self.gave_up {
+                ShutdownOutcome::WorkersKeptFailing
+            } else if self.unclean_stop {
                 ShutdownOutcome::Forced
             } else {
                 ShutdownOutcome::Graceful

@@ -130,6 +130,7 @@ pub(crate) fn run(config: &ServerConfig, workers: Workers<'_>) -> Result<Shutdow
         max_surge: config.max_surge.max(1),
         protocol,
         shutdown_delay: config.shutdown_delay,
+        max_startup_failures: config.max_startup_failures.max(1),
     });
     let first = supervisor.start(Instant::now());
     if let Some(outcome) = parent.execute(first, &mut supervisor)? {

@@ -24,9 +24,11 @@ pub(crate) struct ConnectionContext {
     pub(crate) unready: CancellationToken,
     /// How long an idle connection is kept open once draining starts.
     pub(crate) idle_drain_grace: Duration,
-    /// How long a connection may sit with no request in flight (keep-alive idle, or a
-    /// client that has not finished sending its request head).
+    /// How long a connection may sit with no request in flight after its first request
+    /// (keep-alive idle, or a client slow to send its next head).
     pub(crate) keep_alive_timeout: Duration,
+    /// How long a new connection may take to complete its first request head.
+    pub(crate) header_read_timeout: Duration,
 }
 
 /// Requests in flight on one connection and when the last one finished, written by the
@@ -41,6 +43,8 @@ pub(crate) struct Activity {
     in_flight: AtomicU32,
     /// Milliseconds from `started` to the end of the last request.
     last_finished_ms: AtomicU64,
+    /// A request was handed to the application at least once.
+    served: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -50,12 +54,14 @@ impl Activity {
             started: Instant::now(),
             in_flight: AtomicU32::new(0),
             last_finished_ms: AtomicU64::new(0),
+            served: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// A request head was read and handed to the application.
     pub(crate) fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.served.store(true, Ordering::Relaxed);
     }
 
     /// The application answered a request.
@@ -63,6 +69,13 @@ impl Activity {
         let now = self.started.elapsed().as_millis() as u64;
         self.last_finished_ms.store(now, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether the connection has not completed a request yet.
+    fn is_fresh(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+            && self.last_finished_ms.load(Ordering::Relaxed) == 0
+            && !self.served.load(Ordering::Relaxed)
     }
 
     /// How long the connection has had no request in flight (`None` while one is).
@@ -103,18 +116,27 @@ pub(crate) async fn serve_connection<I>(
         .builder
         .serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
-    let keep_alive = context.keep_alive_timeout;
-    let idle_timer = tokio::time::sleep(keep_alive);
+    let limit = |activity: &Activity| {
+        if activity.is_fresh() {
+            context.header_read_timeout
+        } else {
+            context.keep_alive_timeout
+        }
+    };
+    let idle_timer = tokio::time::sleep(limit(&activity));
     tokio::pin!(idle_timer);
     let ending = loop {
         tokio::select! {
             biased;
             result = connection.as_mut() => return log_connection_end(result),
-            () = &mut idle_timer => match activity.idle_for() {
-                Some(idle) if idle >= keep_alive => break Ending::IdledOut,
-                Some(idle) => idle_timer.as_mut().reset(Instant::now() + (keep_alive - idle)),
-                None => idle_timer.as_mut().reset(Instant::now() + keep_alive),
-            },
+            () = &mut idle_timer => {
+                let limit = limit(&activity);
+                match activity.idle_for() {
+                    Some(idle) if idle >= limit => break Ending::IdledOut,
+                    Some(idle) => idle_timer.as_mut().reset(Instant::now() + (limit - idle)),
+                    None => idle_timer.as_mut().reset(Instant::now() + limit),
+                }
+            }
             () = context.draining.cancelled() => break Ending::Drain,
             () = context.abort.cancelled() => return,
         }

@@ -89,12 +89,13 @@ async fn serve(
     let (control_read, mut control_write) = UnixStream::from_std(start.control)?.into_split();
 
     let context = Arc::new(ConnectionContext {
-        builder: connection_builder(),
+        builder: connection_builder(config),
         draining: CancellationToken::new(),
         abort: CancellationToken::new(),
         unready: CancellationToken::new(),
         idle_drain_grace: config.idle_drain_grace,
         keep_alive_timeout: config.keep_alive_timeout,
+        header_read_timeout: config.header_read_timeout,
     });
     let connections = TaskTracker::new();
     let quota = config
@@ -107,6 +108,7 @@ async fn serve(
         access_log: config.access_log,
         quota: quota.clone(),
         readiness_path: config.readiness_path.as_deref().map(Arc::from),
+        limit_concurrency: config.limit_concurrency,
     };
 
     control_write.write_all(&[ToParent::Ready.encode()]).await?;
@@ -152,7 +154,7 @@ async fn serve(
     Ok(())
 }
 
-fn connection_builder() -> auto::Builder<TokioExecutor> {
+fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // No hyper header-read timer: it is armed (and allocated) per request. Each connection
     // keeps one idle timer instead (see `connection::Activity`), which bounds both idle
@@ -161,6 +163,8 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
+        // A head larger than this is answered with 431 (hyper needs at least 8 KiB).
+        .max_buf_size(config.limit_header_size.max(8192))
         .header_read_timeout(None::<Duration>);
     builder.http2().timer(TokioTimer::new());
     builder
@@ -182,6 +186,7 @@ struct Acceptor<'a> {
     access_log: bool,
     quota: Option<Arc<RequestQuota>>,
     readiness_path: Option<Arc<str>>,
+    limit_concurrency: Option<usize>,
 }
 
 impl Acceptor<'_> {
@@ -275,6 +280,13 @@ impl Acceptor<'_> {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        if self
+            .limit_concurrency
+            .is_some_and(|limit| self.connections.len() >= limit)
+        {
+            tokio::spawn(refuse_over_limit(stream));
+            return;
+        }
         let service = WorkerService {
             router: self.app.router.clone(),
             draining: self.context.draining.clone(),
@@ -290,6 +302,21 @@ impl Acceptor<'_> {
         self.connections
             .spawn(serve_connection(stream, service, Arc::clone(self.context)));
     }
+}
+
+/// Answers a connection beyond `--limit-concurrency` with 503 and closes it, without
+/// reading its request (a client that never reads is cut after one second).
+async fn refuse_over_limit<I>(mut stream: I)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    const OVER_LIMIT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+        content-length: 21\r\nconnection: close\r\n\r\nservice unavailable\r\n";
+    let write = async {
+        stream.write_all(OVER_LIMIT).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
 
 /// Errors that concern one connection only (the client gave up during the handshake).

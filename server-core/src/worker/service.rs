@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -154,9 +155,22 @@ impl Future for ResponseFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = match this.inner.project() {
-            AnswerProjection::App { future } => match ready!(future.poll(cx)) {
-                Ok(response) => response,
-            },
+            AnswerProjection::App { future } => {
+                // A panicking handler costs its request a 500, not the connection or the
+                // worker. The future is not polled again after this.
+                match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                    Ok(poll) => match ready!(poll) {
+                        Ok(response) => response,
+                    },
+                    Err(_) => {
+                        tracing::error!("a request handler panicked; answering 500");
+                        Response::builder()
+                            .status(StatusCode::INTERNAL_SERVER_ERROR)
+                            .body(Body::from("internal server error"))
+                            .unwrap_or_default()
+                    }
+                }
+            }
             // Load balancers take the worker out of rotation; traffic still flows.
             AnswerProjection::NotReady => Response::builder()
                 .status(StatusCode::SERVICE_UNAVAILABLE)

@@ -20,6 +20,7 @@ fn settings(workers: usize, drain: DrainMode) -> Settings {
         max_surge: 1,
         protocol: WorkerProtocol::Native,
         shutdown_delay: Duration::ZERO,
+        max_startup_failures: 10,
     }
 }
 
@@ -361,4 +362,29 @@ fn a_shutdown_delay_serves_on_with_readiness_off_before_the_stop() {
         sup.handle(Event::Tick, t0 + delay),
         vec![Action::RefuseNewConnections]
     );
+}
+
+#[test]
+fn workers_that_keep_dying_at_start_make_the_server_give_up() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(Settings {
+        max_startup_failures: 3,
+        ..settings(1, DrainMode::Ebpf)
+    });
+    sup.start(t0);
+    let mut now = t0;
+    for n in 1..=3 {
+        sup.spawned(pid(n), now);
+        let actions = sup.handle(exited(n), now + ms(1));
+        if n < 3 {
+            assert!(actions.is_empty(), "{actions:?}");
+            now = sup.next_wakeup(now + ms(1)).unwrap();
+            assert_eq!(sup.handle(Event::Tick, now), vec![Action::Spawn]);
+        } else {
+            assert_eq!(
+                actions,
+                vec![Action::Exit(ShutdownOutcome::WorkersKeptFailing)]
+            );
+        }
+    }
 }
