@@ -218,3 +218,104 @@ fn workers_that_never_start_make_the_server_give_up_with_status_1() {
     // Backoff 100 ms then 200 ms: a few hundred milliseconds, no busy loop.
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// Targets of a process's descriptors (`socket:[N]`, `pipe:[N]`, `anon_inode:...`).
+fn descriptor_targets(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn workers_hold_only_their_own_descriptors() {
+    let mut server = RunningServer::start(&["--workers", "3"]);
+    server.wait_for_line("all workers are ready");
+    let workers = server.wait_for_workers(3);
+    let parent = descriptor_targets(server.child.id());
+    let listener: Vec<&String> = parent.iter().filter(|t| t.starts_with("socket:")).collect();
+    let per_worker: Vec<Vec<String>> = workers.iter().map(|&w| descriptor_targets(w)).collect();
+    for (worker, targets) in workers.iter().zip(&per_worker) {
+        assert!(!targets.iter().any(|t| t.contains("bpf")), "{worker}: {targets:?}");
+        // The parent's own pipes (its signal self-pipe) stay in the parent.
+        for target in targets.iter().filter(|t| t.starts_with("pipe:")) {
+            let inherited_by_parent_too = parent.contains(target);
+            let from_the_test = descriptor_targets(std::process::id()).contains(target);
+            assert!(!inherited_by_parent_too || from_the_test, "{worker} holds {target}");
+        }
+    }
+    // Exactly one socket is common to all workers: the listener (the parent holds it too);
+    // none holds another worker's channel.
+    let shared: Vec<&String> = per_worker[0]
+        .iter()
+        .filter(|t| t.starts_with("socket:"))
+        .filter(|t| per_worker[1..].iter().all(|other| other.contains(t)))
+        .collect();
+    assert_eq!(shared.len(), 1, "{per_worker:?}");
+    assert!(listener.contains(&shared[0]));
+    for (i, targets) in per_worker.iter().enumerate() {
+        for (j, other) in per_worker.iter().enumerate() {
+            if i != j {
+                let common = targets
+                    .iter()
+                    .filter(|t| t.starts_with("socket:") && other.contains(t))
+                    .count();
+                assert_eq!(common, 1, "workers {i} and {j} share more than the listener");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_port_that_needs_privileges_fails_at_once_with_the_cause() {
+    let unprivileged_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|v| v.trim().parse::<u16>().ok())
+        .unwrap_or(1024);
+    assert!(unprivileged_start > 1, "port 1 needs no privilege on this machine");
+    let started = Instant::now();
+    let output = std::process::Command::new("setpriv")
+        .args(["--bounding-set", "-net_bind_service", "--inh-caps", "-net_bind_service", "--"])
+        .arg(common::server_cli())
+        .args(["--port", "1", "--workers", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot listen on 127.0.0.1:1") && stderr.contains("ermission denied"), "{stderr}");
+    assert!(!stderr.contains("Started server process"), "a worker was started: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn out_of_descriptors_a_worker_pauses_accepting_and_recovers() {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(common::server_cli());
+    command.args(["--port", "0", "--workers", "1", "--no-access-log"]);
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit { rlim_cur: 40, rlim_max: 40 };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut server = RunningServer::start_command(command);
+    // Idle connections that each take a descriptor in the worker, more than it has.
+    let held: Vec<_> = (0..60)
+        .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
+        .collect();
+    server.wait_for_line("accept failed: Too many open files");
+    drop(held);
+    // The queued connections are not lost, and new ones are served once descriptors free up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(server.addr, "/").map(|r| r.status) != Some(200) {
+        assert!(Instant::now() < deadline, "the worker did not recover");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let errors = server.log.iter().filter(|l| l.contains("accept failed")).count();
+    assert!(errors < 200, "accept errors spin: {errors} lines");
+}

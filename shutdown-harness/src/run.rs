@@ -250,8 +250,10 @@ pub async fn run(plan: &Plan) -> Result<Report, HarnessError> {
         _ => None,
     };
     let mut orphans = Vec::new();
+    let mut final_stop_failed = false;
     match exit {
         ServerExit::KeptServing => {
+            // The run ends with a clean stop, which must work after all that happened.
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
             if tokio::time::timeout(plan.max_exit_after, child.wait())
                 .await
@@ -259,6 +261,7 @@ pub async fn run(plan: &Plan) -> Result<Report, HarnessError> {
             {
                 kill_group(pid);
                 let _ = child.wait().await;
+                final_stop_failed = true;
             }
             orphans = lingering_group_members(pid).await;
         }
@@ -276,6 +279,12 @@ pub async fn run(plan: &Plan) -> Result<Report, HarnessError> {
     }
     let mut report = Report::new(plan, argv, records, disruptions, exit, orphans);
     report.check_workers_at_end(plan, workers_at_end);
+    if final_stop_failed {
+        report.summary.failures.push(format!(
+            "the server did not exit within {:.1} s of the final SIGTERM",
+            plan.max_exit_after.as_secs_f64()
+        ));
+    }
     Ok(report)
 }
 
