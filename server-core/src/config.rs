@@ -45,8 +45,9 @@ pub struct ServerConfig {
     /// One deadline for the whole graceful stop: refusal, queue drain, in-flight requests
     /// and application shutdown hooks. When it passes, what is left is aborted.
     pub graceful_timeout: Duration,
-    /// How long an idle keep-alive connection (or a client that has not finished sending
-    /// its request head) is kept open.
+    /// How long a connection is kept open with no request in flight after its first
+    /// request (an idle keep-alive connection, or a client slow to send its next head).
+    /// The first head falls under `header_read_timeout`.
     pub keep_alive_timeout: Duration,
     /// During a drain, how long an idle keep-alive connection is kept open in case its client
     /// is sending a request right now. Closing it at once races with that request (the
