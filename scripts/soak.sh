@@ -14,15 +14,16 @@ build_release
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 events=$(python3 - "$duration" <<'PY'
 import random, sys
-n = max(int(float(sys.argv[1])) // 5 - 2, 4)
+# One event per slot: at 5 s, 10 s, ... while before the end (the harness's schedule).
+slots = len(range(5, int(float(sys.argv[1])), 5))
 workers, seq = 3, []
-for _ in range(n):
+for _ in range(max(slots - 1, 0)):
     choices = ["KILL-WORKER", "HUP"] + (["TTIN"] if workers < 4 else []) + (["TTOU"] if workers > 2 else [])
     e = random.choice(choices)
     workers += {"TTIN": 1, "TTOU": -1}.get(e, 0)
     seq.append(e)
-# Back to 3 workers at the end.
-seq += ["TTIN"] * (3 - workers) + ["TTOU"] * (workers - 3)
+# The last slot brings the count back to 3 (it is within one of 3 by construction).
+seq.append({2: "TTIN", 4: "TTOU"}.get(workers, "HUP"))
 print(",".join(seq))
 PY
 )

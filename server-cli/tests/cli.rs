@@ -237,12 +237,18 @@ fn workers_hold_only_their_own_descriptors() {
     let listener: Vec<&String> = parent.iter().filter(|t| t.starts_with("socket:")).collect();
     let per_worker: Vec<Vec<String>> = workers.iter().map(|&w| descriptor_targets(w)).collect();
     for (worker, targets) in workers.iter().zip(&per_worker) {
-        assert!(!targets.iter().any(|t| t.contains("bpf")), "{worker}: {targets:?}");
+        assert!(
+            !targets.iter().any(|t| t.contains("bpf")),
+            "{worker}: {targets:?}"
+        );
         // The parent's own pipes (its signal self-pipe) stay in the parent.
         for target in targets.iter().filter(|t| t.starts_with("pipe:")) {
             let inherited_by_parent_too = parent.contains(target);
             let from_the_test = descriptor_targets(std::process::id()).contains(target);
-            assert!(!inherited_by_parent_too || from_the_test, "{worker} holds {target}");
+            assert!(
+                !inherited_by_parent_too || from_the_test,
+                "{worker} holds {target}"
+            );
         }
     }
     // Exactly one socket is common to all workers: the listener (the parent holds it too);
@@ -261,7 +267,10 @@ fn workers_hold_only_their_own_descriptors() {
                     .iter()
                     .filter(|t| t.starts_with("socket:") && other.contains(t))
                     .count();
-                assert_eq!(common, 1, "workers {i} and {j} share more than the listener");
+                assert_eq!(
+                    common, 1,
+                    "workers {i} and {j} share more than the listener"
+                );
             }
         }
     }
@@ -269,22 +278,38 @@ fn workers_hold_only_their_own_descriptors() {
 
 #[test]
 fn a_port_that_needs_privileges_fails_at_once_with_the_cause() {
-    let unprivileged_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-        .ok()
-        .and_then(|v| v.trim().parse::<u16>().ok())
-        .unwrap_or(1024);
-    assert!(unprivileged_start > 1, "port 1 needs no privilege on this machine");
+    let unprivileged_start =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .ok()
+            .and_then(|v| v.trim().parse::<u16>().ok())
+            .unwrap_or(1024);
+    assert!(
+        unprivileged_start > 1,
+        "port 1 needs no privilege on this machine"
+    );
     let started = Instant::now();
     let output = std::process::Command::new("setpriv")
-        .args(["--bounding-set", "-net_bind_service", "--inh-caps", "-net_bind_service", "--"])
+        .args([
+            "--bounding-set",
+            "-net_bind_service",
+            "--inh-caps",
+            "-net_bind_service",
+            "--",
+        ])
         .arg(common::server_cli())
         .args(["--port", "1", "--workers", "2"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cannot listen on 127.0.0.1:1") && stderr.contains("ermission denied"), "{stderr}");
-    assert!(!stderr.contains("Started server process"), "a worker was started: {stderr}");
+    assert!(
+        stderr.contains("cannot listen on 127.0.0.1:1") && stderr.contains("ermission denied"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("Started server process"),
+        "a worker was started: {stderr}"
+    );
     assert!(started.elapsed() < Duration::from_secs(1));
 }
 
@@ -296,7 +321,10 @@ fn out_of_descriptors_a_worker_pauses_accepting_and_recovers() {
     // SAFETY: setrlimit is async-signal-safe.
     unsafe {
         command.pre_exec(|| {
-            let limit = libc::rlimit { rlim_cur: 40, rlim_max: 40 };
+            let limit = libc::rlimit {
+                rlim_cur: 40,
+                rlim_max: 40,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -316,6 +344,10 @@ fn out_of_descriptors_a_worker_pauses_accepting_and_recovers() {
         assert!(Instant::now() < deadline, "the worker did not recover");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let errors = server.log.iter().filter(|l| l.contains("accept failed")).count();
+    let errors = server
+        .log
+        .iter()
+        .filter(|l| l.contains("accept failed"))
+        .count();
     assert!(errors < 200, "accept errors spin: {errors} lines");
 }

@@ -294,11 +294,15 @@ fn pipelined_requests_get_their_response_with_connection_close_and_a_clean_close
     let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
     // Two requests in one write; the first is in flight when the stop begins.
     stream
-        .write_all(b"GET /sleep?secs=0.3 HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(
+            b"GET /sleep?secs=0.3 HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
         .unwrap();
     server.wait_for_line("demo: /sleep waiting");
     server.signal(Signal::SIGTERM);
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut response = String::new();
     // A reset would fail here: the close must be clean (FIN) after the whole response.
     stream.read_to_string(&mut response).unwrap();
