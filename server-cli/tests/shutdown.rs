@@ -312,3 +312,58 @@ fn pipelined_requests_get_their_response_with_connection_close_and_a_clean_close
     assert_eq!(response.matches("HTTP/1.1").count(), 1, "{response}");
     assert!(server.wait_exit(Duration::from_secs(5)).0.success());
 }
+
+#[test]
+fn http2_connections_drain_with_goaway_and_finish_their_streams() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let mut server = RunningServer::start(&["--workers", "1"]);
+    let addr = server.addr;
+    let started = Instant::now();
+    // Multi-thread: the spawned connection and request make progress while the test
+    // thread waits for log lines.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mut sender, connection) = runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap()
+    });
+    let connection = runtime.spawn(connection);
+    let request = |path: &str| {
+        hyper::Request::get(format!("http://{addr}{path}"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    // h2c with prior knowledge works at all.
+    let first = runtime.block_on(sender.send_request(request("/"))).unwrap();
+    assert_eq!(first.version(), hyper::Version::HTTP_2);
+    // A stream in flight when the stop begins.
+    let slow = runtime.spawn(sender.send_request(request("/sleep?secs=0.5")));
+    server.wait_for_line("demo: /sleep waiting");
+    server.signal(Signal::SIGTERM);
+    let response = runtime.block_on(slow).unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let body = runtime
+        .block_on(response.into_body().collect())
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], br#"{"slept":0.5}"#);
+    // GOAWAY, then a clean end of the connection (no protocol error, no reset).
+    runtime
+        .block_on(connection)
+        .unwrap()
+        .expect("the HTTP/2 connection ended with an error");
+    assert!(server.wait_exit(Duration::from_secs(5)).0.success());
+    // No keep-alive grace for HTTP/2: the stop took about the in-flight request's time.
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -45,6 +45,8 @@ pub(crate) struct Activity {
     last_finished_ms: AtomicU64,
     /// A request was handed to the application at least once.
     served: std::sync::atomic::AtomicBool,
+    /// The connection speaks HTTP/2 (seen on its first request).
+    http2: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -55,13 +57,17 @@ impl Activity {
             in_flight: AtomicU32::new(0),
             last_finished_ms: AtomicU64::new(0),
             served: std::sync::atomic::AtomicBool::new(false),
+            http2: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// A request head was read and handed to the application.
-    pub(crate) fn request_started(&self) {
+    pub(crate) fn request_started(&self, http2: bool) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.served.store(true, Ordering::Relaxed);
+        if http2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The application answered a request.
@@ -100,10 +106,10 @@ enum Ending {
 /// or the deadline aborts it.
 ///
 /// On drain: a request in flight finishes and its response carries `Connection: close`
-/// (see [`WorkerService`]); an idle connection gets `idle_drain_grace` for a request its
-/// client may be sending right now, then hyper's graceful shutdown closes it (HTTP/2: GOAWAY
-/// and the open streams finish; a request head only partly received is dropped, so a stop
-/// never waits for a client that has not sent a complete request).
+/// (see [`WorkerService`]); an idle HTTP/1 connection gets `idle_drain_grace` for a request
+/// its client may be sending right now, then hyper's graceful shutdown closes it. HTTP/2
+/// gets GOAWAY at once and its open streams finish. A request head only partly received is
+/// dropped, so a stop never waits for a client that has not sent a complete request.
 pub(crate) async fn serve_connection<I>(
     stream: I,
     service: WorkerService,
@@ -141,7 +147,8 @@ pub(crate) async fn serve_connection<I>(
             () = context.abort.cancelled() => return,
         }
     };
-    if let Ending::Drain = ending {
+    // HTTP/2 has no race to wait out: GOAWAY tells the client which streams were taken.
+    if let (Ending::Drain, false) = (ending, activity.http2.load(Ordering::Relaxed)) {
         tokio::select! {
             biased;
             result = connection.as_mut() => return log_connection_end(result),

@@ -113,11 +113,11 @@ impl hyper::service::Service<Request<Incoming>> for WorkerService {
     type Future = ResponseFuture;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        self.activity.request_started();
+        let version = request.version();
+        self.activity.request_started(version == Version::HTTP_2);
         if let Some(quota) = &self.quota {
             quota.count();
         }
-        let version = request.version();
         let access = self.access_log.then(|| {
             (
                 Arc::clone(&self.peer),
