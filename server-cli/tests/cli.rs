@@ -351,3 +351,25 @@ fn out_of_descriptors_a_worker_pauses_accepting_and_recovers() {
         .count();
     assert!(errors < 200, "accept errors spin: {errors} lines");
 }
+
+#[test]
+fn a_bad_inherited_descriptor_or_unix_socket_path_fails_at_once_with_the_cause() {
+    let started = Instant::now();
+    cli()
+        .args(["--fd", "97"])
+        .timeout(Duration::from_secs(10))
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "inherited descriptor 97 is not open",
+        ));
+    cli()
+        .args(["--uds", "/proc/no-such-dir/server.sock"])
+        .timeout(Duration::from_secs(10))
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "cannot listen on unix socket /proc/no-such-dir/server.sock",
+        ));
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
