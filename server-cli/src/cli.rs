@@ -93,6 +93,10 @@ pub struct Cli {
     /// Seconds the demo app's shutdown hook sleeps, as the seed report's app does.
     #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_seconds)]
     pub demo_shutdown_delay: f64,
+    /// Make the demo app panic while it starts in each worker (to see the supervisor's
+    /// backoff and --max-startup-failures at work).
+    #[arg(long, hide = true)]
+    pub demo_panic_at_start: bool,
     /// Signal that asks an external worker to stop gracefully.
     #[arg(long, value_enum, default_value_t = StopSignalArg::Term)]
     pub worker_stop_signal: StopSignalArg,

@@ -26,7 +26,13 @@ fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
     let server = Server::new(cli.server_config());
     let outcome = if cli.command.is_empty() {
         let shutdown_delay = Duration::from_secs_f64(cli.demo_shutdown_delay);
-        server.serve(|| demo_app::demo_app(shutdown_delay))
+        let panic_at_start = cli.demo_panic_at_start;
+        server.serve(move || {
+            if panic_at_start {
+                panic!("demo: --demo-panic-at-start");
+            }
+            demo_app::demo_app(shutdown_delay)
+        })
     } else {
         if cli.limit_max_requests.is_some() {
             anyhow::bail!(

@@ -373,3 +373,45 @@ fn a_bad_inherited_descriptor_or_unix_socket_path_fails_at_once_with_the_cause()
         ));
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[test]
+fn an_app_that_panics_at_start_is_retried_with_backoff_then_given_up() {
+    let started = Instant::now();
+    let assert = cli()
+        .args([
+            "--port",
+            "0",
+            "--demo-panic-at-start",
+            "--max-startup-failures",
+            "3",
+        ])
+        .timeout(Duration::from_secs(20))
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(stderr.contains("demo: --demo-panic-at-start"), "{stderr}");
+    assert_eq!(
+        stderr.matches("died before it was ready").count(),
+        3,
+        "{stderr}"
+    );
+    assert!(stderr.contains("giving up"), "{stderr}");
+    // 100 ms, then 200 ms of backoff: no busy loop, and no endless retry.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn an_address_not_on_this_machine_fails_at_once_with_the_cause() {
+    let started = Instant::now();
+    cli()
+        .args(["--host", "192.0.2.1", "--port", "8000"])
+        .timeout(Duration::from_secs(10))
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("cannot listen on 192.0.2.1:8000"));
+    assert!(started.elapsed() < Duration::from_secs(1));
+}

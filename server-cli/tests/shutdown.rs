@@ -367,3 +367,30 @@ fn http2_connections_drain_with_goaway_and_finish_their_streams() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_client_that_never_finishes_its_request_does_not_hold_the_stop() {
+    use std::io::Write;
+    // Timeouts far longer than the stop may take: only the drain can close it.
+    let mut server = RunningServer::start(&[
+        "--workers",
+        "1",
+        "--timeout-header-read",
+        "60",
+        "--timeout-keep-alive",
+        "60",
+    ]);
+    let mut slow = std::net::TcpStream::connect(server.addr).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        .unwrap();
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let (status, exited) = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success());
+    // The idle grace (1 s) and a check, not the 60 s timeouts nor the 30 s deadline.
+    assert!(
+        exited - signalled < Duration::from_secs(2),
+        "{:?}",
+        exited - signalled
+    );
+}
