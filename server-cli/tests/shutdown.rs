@@ -60,8 +60,8 @@ fn seed_experiment_drops_nothing_and_runs_hooks_in_parallel() {
     );
 }
 
-#[test]
-fn load_with_new_connections_drops_nothing_with_the_ebpf_drain() {
+/// The `load` scenario at test size (16 clients) against two workers with this drain.
+fn load_run(drain: &str) -> Report {
     let overrides = TrafficOverrides {
         clients: Some(16),
         ..TrafficOverrides::default()
@@ -70,28 +70,22 @@ fn load_with_new_connections_drops_nothing_with_the_ebpf_drain() {
         "--workers",
         "2",
         "--listener-drain",
-        "ebpf",
+        drain,
         "--no-access-log",
     ];
-    let report = run(&plan_with(Scenario::Load, &args, 1.5, 3.0, overrides));
+    run(&plan_with(Scenario::Load, &args, 1.5, 3.0, overrides))
+}
+
+#[test]
+fn load_with_new_connections_drops_nothing_with_the_ebpf_drain() {
+    let report = load_run("ebpf");
     assert_zero_drop(&report);
     assert!(exit_after(&report) < 1.0);
 }
 
 #[test]
 fn load_with_the_close_fallback_refuses_and_drops_at_most_the_residual_race() {
-    let overrides = TrafficOverrides {
-        clients: Some(16),
-        ..TrafficOverrides::default()
-    };
-    let args = [
-        "--workers",
-        "2",
-        "--listener-drain",
-        "close",
-        "--no-access-log",
-    ];
-    let report = run(&plan_with(Scenario::Load, &args, 1.5, 3.0, overrides));
+    let report = load_run("close");
     // The fallback has a rare residual race: a connection that lands in the queue between
     // the last worker's final accept and its close is reset (README: 1 drop in 20 runs of
     // the full-size load scenario). Anything more means the fallback is broken.

@@ -93,22 +93,25 @@ impl SignalPipe {
     }
 }
 
+/// Signals a terminal sends to the whole process group (Ctrl-C, Ctrl-\, hangup, job
+/// control) and the supervisor's own commands: workers must not act on them, only the
+/// parent decides when workers stop.
+pub(crate) const PARENT_ONLY: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGHUP,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
 /// In a freshly forked worker: give every supervised signal back its default meaning,
-/// except those a terminal sends to the whole process group (Ctrl-C, Ctrl-\, hangup,
-/// job control), which the worker ignores: only the parent decides when workers stop.
+/// except the [`PARENT_ONLY`] ones, which the worker ignores.
 pub(crate) fn reset_in_worker() {
     PIPE_WRITE_FD.store(-1, Ordering::Relaxed);
-    let ignored = [
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGHUP,
-        Signal::SIGTTIN,
-        Signal::SIGTTOU,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-    ];
     for sig in SUPERVISED {
-        let handler = if ignored.contains(&sig) {
+        let handler = if PARENT_ONLY.contains(&sig) {
             SigHandler::SigIgn
         } else {
             SigHandler::SigDfl

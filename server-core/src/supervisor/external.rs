@@ -35,19 +35,6 @@ pub(crate) struct PreparedCommand {
     pub(crate) stop_signal: Signal,
 }
 
-/// Signals a terminal sends to the whole process group. They are blocked in external
-/// workers (a blocked mask survives exec, an ignored disposition can be overridden by the
-/// program): Ctrl-C must reach the supervisor only, which then runs the protocol.
-const GROUP_SIGNALS: [Signal; 7] = [
-    Signal::SIGINT,
-    Signal::SIGQUIT,
-    Signal::SIGHUP,
-    Signal::SIGTTIN,
-    Signal::SIGTTOU,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
-
 impl PreparedCommand {
     /// Resolves the program on `PATH` (a missing command is an error at startup, not a
     /// crash loop) and builds the exec arguments.
@@ -126,8 +113,11 @@ pub(crate) fn spawn_command(
                 let _ =
                     unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) };
             }
+            // The parent-only signals are blocked, not ignored, in external workers: a
+            // blocked mask survives exec, an ignored disposition can be overridden by the
+            // program. Ctrl-C must reach the supervisor only, which then runs the protocol.
             let mut blocked = SigSet::empty();
-            GROUP_SIGNALS.iter().for_each(|&s| blocked.add(s));
+            signals::PARENT_ONLY.iter().for_each(|&s| blocked.add(s));
             let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&blocked), None);
             // SAFETY: plain descriptor calls; every other descriptor is close-on-exec.
             unsafe {
