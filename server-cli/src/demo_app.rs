@@ -21,6 +21,7 @@ pub fn demo_app(shutdown_delay: Duration) -> App {
         .route("/sleep", get(sleep))
         .route("/block", get(block))
         .route("/panic", get(panic))
+        .route("/big", get(big))
         .route("/echo", post(echo))
         .route("/healthz", get(|| async { "ok" }));
     let app = App::new(router);
@@ -65,6 +66,18 @@ async fn block(Query(query): Query<SleepQuery>) -> Json<Value> {
     );
     std::thread::sleep(wait);
     Json(json!({"blocked": wait.as_secs_f64()}))
+}
+
+/// Query of `/big`.
+#[derive(Debug, Deserialize)]
+struct BigQuery {
+    /// Size of the body in bytes (at most 1 GiB).
+    bytes: Option<usize>,
+}
+
+/// A large body, for a client too slow to read it (or that never does).
+async fn big(Query(query): Query<BigQuery>) -> Vec<u8> {
+    vec![b'x'; query.bytes.unwrap_or(1 << 20).min(1 << 30)]
 }
 
 /// A handler bug: the request gets 500 and the worker serves on.

@@ -388,3 +388,27 @@ fn a_client_that_never_finishes_its_request_does_not_hold_the_stop() {
         exited - signalled
     );
 }
+
+#[test]
+fn a_client_that_never_reads_its_response_is_cut_at_the_deadline() {
+    use std::io::Write;
+    let mut server = RunningServer::start(&["--workers", "1", "--timeout-graceful-shutdown", "1"]);
+    // 64 MiB cannot fit in the socket buffers: the response stays in flight as long as the
+    // client does not read, which it never does.
+    let mut stuck = std::net::TcpStream::connect(server.addr).unwrap();
+    stuck
+        .write_all(b"GET /big?bytes=67108864 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // Other clients are served meanwhile.
+    assert_eq!(common::http_get(server.addr, "/").unwrap().status, 200);
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let (status, exited) = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "the worker aborted the response itself");
+    let took = exited - signalled;
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    drop(stuck);
+}
