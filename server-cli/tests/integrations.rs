@@ -55,14 +55,20 @@ fn a_socket_passed_as_systemd_does_is_used_and_nothing_is_bound() {
     assert!(server.wait_exit(Duration::from_secs(10)).0.success());
 }
 
-#[test]
-fn systemd_is_told_ready_reloading_ready_and_stopping_in_order() {
-    let path = temp_path("notify.sock");
+/// A datagram socket standing in for systemd's `NOTIFY_SOCKET` (reads time out at 10 s).
+fn notify_socket(name: &str) -> (std::path::PathBuf, UnixDatagram) {
+    let path = temp_path(name);
     let _ = std::fs::remove_file(&path);
     let notify = UnixDatagram::bind(&path).unwrap();
     notify
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    (path, notify)
+}
+
+#[test]
+fn systemd_is_told_ready_reloading_ready_and_stopping_in_order() {
+    let (path, notify) = notify_socket("notify.sock");
     let mut command = Command::new(server_cli());
     command
         .args(["--port", "0", "--workers", "2"])
@@ -135,12 +141,7 @@ fn json_logs_are_one_object_per_line_with_the_pid() {
 
 #[test]
 fn systemd_watchdog_is_petted_from_the_supervisor_loop() {
-    let path = temp_path("watchdog.sock");
-    let _ = std::fs::remove_file(&path);
-    let notify = UnixDatagram::bind(&path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let (path, notify) = notify_socket("watchdog.sock");
     let mut command = Command::new(server_cli());
     command
         .args(["--port", "0"])

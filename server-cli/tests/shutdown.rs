@@ -245,6 +245,20 @@ fn without_cap_bpf_an_explicit_ebpf_drain_refuses_to_start() {
     );
 }
 
+/// Reads until the server closes (a reset fails: the close must be a clean FIN after the
+/// whole response) and checks that the response is a 200 with `Connection: close`.
+fn read_closing_response(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("connection: close"), "{response}");
+    response
+}
+
 #[test]
 fn responses_written_during_the_drain_carry_connection_close() {
     use std::io::{Read, Write};
@@ -268,14 +282,7 @@ fn responses_written_during_the_drain_carry_connection_close() {
     idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     for stream in [&mut busy, &mut idle] {
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let mut response = String::new();
-        // The server closes after the response: read_to_string ends.
-        stream.read_to_string(&mut response).unwrap();
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        assert!(response.contains("connection: close"), "{response}");
+        read_closing_response(stream);
     }
     let (status, _) = server.wait_exit(Duration::from_secs(5));
     assert!(status.success());
@@ -283,7 +290,7 @@ fn responses_written_during_the_drain_carry_connection_close() {
 
 #[test]
 fn pipelined_requests_get_their_response_with_connection_close_and_a_clean_close() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut server = RunningServer::start(&["--workers", "1"]);
     let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
     // Two requests in one write; the first is in flight when the stop begins.
@@ -294,14 +301,7 @@ fn pipelined_requests_get_their_response_with_connection_close_and_a_clean_close
         .unwrap();
     server.wait_for_line("demo: /sleep waiting");
     server.signal(Signal::SIGTERM);
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut response = String::new();
-    // A reset would fail here: the close must be clean (FIN) after the whole response.
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.contains("connection: close"), "{response}");
+    let response = read_closing_response(&mut stream);
     // The pipelined request after it was not processed; the client knows to resend it.
     assert_eq!(response.matches("HTTP/1.1").count(), 1, "{response}");
     assert!(server.wait_exit(Duration::from_secs(5)).0.success());

@@ -50,20 +50,18 @@ impl Listeners {
                     (_, ListenerMode::ReusePort) | (DrainMode::Ebpf, _) => ReusePort::Group,
                     (DrainMode::Close, ListenerMode::Shared) => ReusePort::Off,
                 };
-                let first = Listener::Tcp(listener::bind(*addr, config.backlog, reuse_port)?);
+                let first = listener::bind(*addr, config.backlog, reuse_port)?;
                 let listeners = match mode {
-                    ListenerMode::Shared => Listeners::Shared(Some(first)),
+                    ListenerMode::Shared => Listeners::Shared(Some(Listener::Tcp(first))),
                     ListenerMode::ReusePort => {
                         warn_without_migration();
                         Listeners::PerWorker {
-                            addr: match &first {
-                                Listener::Tcp(l) => l
-                                    .local_addr()
-                                    .map_err(|e| Error::sys("cannot read the bound address", e))?,
-                                Listener::Unix(_) => *addr,
-                            },
+                            // With port 0, the others must join the port the first one got.
+                            addr: first
+                                .local_addr()
+                                .map_err(|e| Error::sys("cannot read the bound address", e))?,
                             backlog: config.backlog,
-                            spare: Some(first),
+                            spare: Some(Listener::Tcp(first)),
                             by_worker: BTreeMap::new(),
                             closed: false,
                         }
