@@ -50,8 +50,8 @@ fn a_server_that_keeps_its_socket_open_after_sigterm_is_caught_dropping() {
 }
 
 #[test]
-fn a_server_that_closes_its_socket_at_sigterm_only_refuses() {
-    let assert = short_seed_run("close").code(0);
+fn a_server_that_refuses_new_connections_at_sigterm_passes() {
+    let assert = short_seed_run("refuse").code(0);
     let output = &assert.get_output().stdout;
     let last = last_line(output);
     assert!(last.starts_with("dropped=0 "), "{last}");
@@ -69,7 +69,7 @@ fn writes_json_with_every_request_and_an_svg_timeline() {
         .arg(&json)
         .arg("--svg")
         .arg(&svg)
-        .args(["--", "python3", &fixture(), "close", "{port}"])
+        .args(["--", "python3", &fixture(), "refuse", "{port}"])
         .timeout(std::time::Duration::from_secs(30))
         .assert()
         .code(0);
