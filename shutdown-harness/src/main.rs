@@ -3,6 +3,7 @@
 //! Exit status: 0 when nothing was dropped and the server stopped as it should, 1 when it
 //! dropped requests or misbehaved, 2 on bad usage.
 
+mod default_server;
 mod options;
 
 use std::process::ExitCode;
@@ -12,13 +13,22 @@ use shutdown_harness::{svg, HarnessError};
 
 fn main() -> ExitCode {
     let options = options::Options::parse();
-    let plan = match options.plan() {
+    let mut plan = match options.plan() {
         Ok(plan) => plan,
         Err(e) => {
             eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }
     };
+    if plan.server.argv.is_empty() {
+        match default_server::command() {
+            Ok(argv) => plan.server.argv = argv,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

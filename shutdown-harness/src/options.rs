@@ -110,28 +110,9 @@ fn parse_disruption(name: &str) -> anyhow::Result<Disruption> {
     Ok(Disruption::Signal(signal))
 }
 
-/// The server command the harness runs when none is given: `server-cli` beside this
-/// executable, as `cargo build` leaves them.
-fn default_server() -> anyhow::Result<Vec<String>> {
-    let exe = std::env::current_exe().context("cannot find the harness's own executable")?;
-    let cli = exe
-        .parent()
-        .map(|dir| dir.join("server-cli"))
-        .filter(|p| p.exists())
-        .context("no server command given and no server-cli beside the harness; run `cargo build --workspace` first or pass `-- COMMAND`")?;
-    Ok(vec![
-        cli.display().to_string(),
-        "--workers".into(),
-        "2".into(),
-        "--demo-shutdown-delay".into(),
-        "10".into(),
-        "--port".into(),
-        "{port}".into(),
-    ])
-}
-
 impl Options {
-    /// Checks the options and turns them into a run plan.
+    /// Checks the options and turns them into a run plan. Without a server command, the
+    /// plan's command is left empty for the caller to fill in (see `default_server`).
     pub fn plan(&self) -> anyhow::Result<Plan> {
         let disruptions = match &self.signal {
             Some(names) => names
@@ -164,11 +145,7 @@ impl Options {
                 .map(|s| seconds("request-timeout", s))
                 .transpose()?,
         };
-        let argv = if self.server.is_empty() {
-            default_server()?
-        } else {
-            self.server.clone()
-        };
+        let argv = self.server.clone();
         let server_log = self.server_log.clone().unwrap_or_else(|| {
             std::env::temp_dir().join(format!("shutdown-harness-{}.log", std::process::id()))
         });
