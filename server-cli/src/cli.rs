@@ -1,6 +1,5 @@
 //! Command-line options, named as uvicorn names them.
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -11,9 +10,9 @@ use server_core::{Bind, ListenerDrain, ListenerMode, ServerConfig};
 #[derive(Debug, Parser)]
 #[command(name = "server-cli", version, about)]
 pub struct Cli {
-    /// Address to bind.
+    /// Address or host name to bind (a name binds its first IPv4 address).
     #[arg(long, default_value = "127.0.0.1")]
-    pub host: IpAddr,
+    pub host: String,
     /// Port to bind (0 picks a free one).
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
@@ -190,8 +189,8 @@ impl LogLevel {
 }
 
 impl Cli {
-    /// The server configuration these options describe.
-    pub fn server_config(&self) -> ServerConfig {
+    /// The server configuration these options describe (resolving `--host`).
+    pub fn server_config(&self) -> server_core::Result<ServerConfig> {
         let bind = match (
             self.fd,
             server_core::socket_activation::inherited_listener(),
@@ -199,7 +198,7 @@ impl Cli {
             (Some(fd), _) | (None, Some(fd)) => Bind::Inherited(fd),
             (None, None) => match &self.uds {
                 Some(path) => Bind::Unix(path.clone()),
-                None => Bind::Tcp(SocketAddr::new(self.host, self.port)),
+                None => Bind::tcp_host(&self.host, self.port)?,
             },
         };
         let mut config = ServerConfig::new(bind);
@@ -228,7 +227,7 @@ impl Cli {
         config.limit_header_size = self.limit_header_size as usize;
         config.header_read_timeout = Duration::from_secs_f64(self.timeout_header_read);
         config.max_startup_failures = self.max_startup_failures;
-        config
+        Ok(config)
     }
 }
 

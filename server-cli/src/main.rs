@@ -23,7 +23,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
-    let server = Server::new(cli.server_config());
+    let config = cli
+        .server_config()
+        .map_err(with_flag_hint)
+        .context("cannot run the server")?;
+    let server = Server::new(config);
     let outcome = if cli.command.is_empty() {
         let shutdown_delay = Duration::from_secs_f64(cli.demo_shutdown_delay);
         let panic_at_start = cli.demo_panic_at_start;
@@ -44,6 +48,25 @@ fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
             stop_signal: cli.worker_stop_signal.signal(),
         })
     }
+    .map_err(with_flag_hint)
     .context("cannot run the server")?;
     Ok(ExitCode::from(outcome.exit_code() as u8))
+}
+
+/// The library's error, with the option to change when one option is the likely fix (the
+/// library names no flags).
+fn with_flag_hint(error: server_core::Error) -> anyhow::Error {
+    let hint = match &error {
+        server_core::Error::AddressInUse { .. } => Some("--port"),
+        server_core::Error::Ebpf(_) => Some("or use --listener-drain close"),
+        server_core::Error::ReusePortNeedsTcp(_) => {
+            Some("--reuse-port cannot be combined with --uds or --fd")
+        }
+        server_core::Error::Resolve { .. } => Some("check --host"),
+        _ => None,
+    };
+    match hint {
+        Some(hint) => anyhow::anyhow!("{:#} ({hint})", anyhow::Error::new(error)),
+        None => anyhow::Error::new(error),
+    }
 }

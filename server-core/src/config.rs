@@ -112,6 +112,38 @@ pub enum Bind {
     Inherited(std::os::fd::RawFd),
 }
 
+impl Bind {
+    /// A TCP address from a host name or address and a port, as uvicorn and gunicorn
+    /// accept them (`localhost`, `::1`, `0.0.0.0`). A name is resolved now, and the first
+    /// IPv4 address it has is bound (uvicorn binds IPv4 by default), else its first
+    /// address; the log says what the name resolved to and which address was chosen.
+    pub fn tcp_host(host: &str, port: u16) -> crate::Result<Self> {
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Ok(Bind::Tcp(SocketAddr::new(ip, port)));
+        }
+        let resolve_error = |reason: String| crate::Error::Resolve {
+            host: host.to_string(),
+            reason,
+        };
+        let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .map_err(|e| resolve_error(e.to_string()))?
+            .collect();
+        let chosen = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| resolve_error("no address".into()))?;
+        let all: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+        tracing::info!(
+            "host {host} resolves to {}; binding {}",
+            all.join(", "),
+            chosen.ip()
+        );
+        Ok(Bind::Tcp(chosen))
+    }
+}
+
 impl ServerConfig {
     /// Defaults chosen to match uvicorn's where uvicorn has the option.
     pub fn new(bind: Bind) -> Self {

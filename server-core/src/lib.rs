@@ -8,9 +8,11 @@
 
 mod accept_queue;
 mod app;
+mod command;
 mod config;
 mod control;
 mod error;
+mod handle;
 mod kernel_refusal;
 mod listener;
 pub mod logging;
@@ -23,8 +25,10 @@ mod supervisor;
 mod worker;
 
 pub use app::{App, ShutdownHook};
+pub use command::Command;
 pub use config::{Bind, ListenerDrain, ListenerMode, ServerConfig};
 pub use error::{Error, Result};
+pub use handle::ServerHandle;
 pub use nix::sys::signal::Signal;
 pub use server::{Server, ShutdownOutcome};
 pub use supervisor::external::WorkerCommand;

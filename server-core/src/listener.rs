@@ -77,37 +77,24 @@ impl AsRawFd for Listener {
 /// Binds and listens on the Unix domain socket `path`. A socket file left by a server
 /// that is gone (connecting to it is refused) is replaced; one that answers is in use.
 pub(crate) fn bind_unix(path: &Path, backlog: i32) -> Result<UnixListener> {
-    let in_use = || {
-        Error::Config(format!(
-            "unix socket {} is in use by another server",
-            path.display()
-        ))
+    let unix_error = |source: io::Error| Error::UnixSocket {
+        path: path.to_path_buf(),
+        source,
     };
     if path.exists() {
         match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => return Err(in_use()),
+            Ok(_) => {
+                return Err(Error::UnixSocketInUse {
+                    path: path.to_path_buf(),
+                })
+            }
+            // A socket file left by a server that is gone: replace it.
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                std::fs::remove_file(path).map_err(|e| {
-                    Error::Config(format!(
-                        "cannot remove the stale socket {}: {e}",
-                        path.display()
-                    ))
-                })?;
+                std::fs::remove_file(path).map_err(unix_error)?;
             }
-            Err(e) => {
-                return Err(Error::Config(format!(
-                    "cannot use {} as a unix socket: {e}",
-                    path.display()
-                )))
-            }
+            Err(e) => return Err(unix_error(e)),
         }
     }
-    let unix_error = |e: io::Error| {
-        Error::Config(format!(
-            "cannot listen on unix socket {}: {e}",
-            path.display()
-        ))
-    };
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(unix_error)?;
     let address = socket2::SockAddr::unix(path).map_err(unix_error)?;
     socket.bind(&address).map_err(unix_error)?;
@@ -175,7 +162,7 @@ pub(crate) fn bind_into_group(addr: SocketAddr, backlog: i32) -> Result<TcpListe
 /// workers it is forked to keep it; programs they exec do not) and non-blocking, and reports
 /// whether it belongs to a reuseport group (only then can the refusal program attach).
 pub(crate) fn adopt(fd: RawFd) -> Result<(TcpListener, ReusePort)> {
-    let invalid = |why: String| Error::Config(format!("inherited descriptor {fd} {why}"));
+    let invalid = |why: String| Error::NotAListener { fd, why };
     // SAFETY: F_GETFD only reads the descriptor table.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return Err(invalid("is not open".into()));

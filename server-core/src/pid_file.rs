@@ -25,7 +25,10 @@ impl PidFile {
         };
         write().map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            Error::Config(format!("cannot write the pid file {}: {e}", path.display()))
+            Error::PidFile {
+                path: path.to_path_buf(),
+                source: e,
+            }
         })?;
         Ok(Self {
             path: path.to_path_buf(),

@@ -3,6 +3,7 @@
 use crate::app::App;
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
+use crate::handle::{CommandPipe, ServerHandle};
 use crate::supervisor::external::{PreparedCommand, WorkerCommand};
 use crate::{supervisor, worker};
 
@@ -44,12 +45,56 @@ impl ShutdownOutcome {
 #[derive(Debug)]
 pub struct Server {
     config: ServerConfig,
+    /// Created by the first [`Server::handle`]; polled by the supervisor.
+    commands: Option<CommandPipe>,
+    /// What to do when other threads run at [`Server::serve`].
+    other_threads: OtherThreads,
+}
+
+/// What [`Server::serve`] does when the process already runs other threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OtherThreads {
+    /// Refuse to start (the default): fork() is only sound from a single-threaded process.
+    Refuse,
+    /// Start anyway: the caller vouches that its threads hold no lock a worker needs.
+    Tolerate,
 }
 
 impl Server {
     /// A server with this configuration; nothing is bound until [`Server::serve`].
     pub fn new(config: ServerConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            commands: None,
+            other_threads: OtherThreads::Refuse,
+        }
+    }
+
+    /// A handle that stops, reloads or scales this server from code (another thread, a
+    /// signal handler, or an app in a worker), as the signals do. Call it before
+    /// [`Server::serve`]; every call returns a handle to the same server.
+    pub fn handle(&mut self) -> Result<ServerHandle> {
+        let pipe = match self.commands.take() {
+            Some(pipe) => pipe,
+            None => CommandPipe::new()?,
+        };
+        let handle = pipe.handle();
+        self.commands = Some(pipe);
+        Ok(handle)
+    }
+
+    /// Lets [`Server::serve`] start although this process runs other threads, for a
+    /// program that keeps a thread to drive a [`ServerHandle`].
+    ///
+    /// The supervisor forks workers for as long as it runs, and a forked child gets only
+    /// the forking thread: a lock another thread held at that instant stays locked in the
+    /// child for good. A thread that only sleeps, waits on a channel or a socket, and calls
+    /// the handle (one `write(2)`) holds no such lock. One that runs an async runtime, logs,
+    /// or prints may: a worker that deadlocks on it never gets ready and is replaced after
+    /// the health timeout. Without this call, other threads make `serve` fail.
+    pub fn tolerate_other_threads(mut self) -> Self {
+        self.other_threads = OtherThreads::Tolerate;
+        self
     }
 
     /// Binds the listener, forks the workers and supervises them until SIGTERM/SIGINT (a
@@ -59,11 +104,15 @@ impl Server {
     /// It must be called before any thread is started (no tokio runtime in the caller):
     /// fork() is only sound from a single-threaded process.
     pub fn serve<A: Into<App>>(self, make_app: impl Fn() -> A) -> Result<ShutdownOutcome> {
-        ensure_single_threaded()?;
+        self.check_threads()?;
         let make_app = move || make_app().into();
         let config = &self.config;
         let mut body = |start| worker::run(start, config, &make_app);
-        supervisor::run(config, supervisor::Workers::InProcess(&mut body))
+        supervisor::run(
+            config,
+            supervisor::Workers::InProcess(&mut body),
+            self.commands,
+        )
     }
 
     /// Like [`Server::serve`], but each worker runs an external program that serves on the
@@ -73,25 +122,39 @@ impl Server {
     /// before any worker is asked to stop, so even workers that know nothing of draining
     /// lose nothing that was queued.
     pub fn serve_command(self, command: &WorkerCommand) -> Result<ShutdownOutcome> {
+        self.check_threads()?;
         let prepared = PreparedCommand::new(command)?;
-        supervisor::run(&self.config, supervisor::Workers::Command(prepared))
+        supervisor::run(
+            &self.config,
+            supervisor::Workers::Command(prepared),
+            self.commands,
+        )
+    }
+
+    /// Refuses to fork from a process that already runs other threads, unless told to
+    /// tolerate them.
+    fn check_threads(&self) -> Result<()> {
+        match (self.other_threads, threads_of_this_process()?) {
+            (_, 1) => Ok(()),
+            (OtherThreads::Refuse, threads) => Err(Error::OtherThreads { threads }),
+            (OtherThreads::Tolerate, threads) => {
+                tracing::warn!(
+                    "{} other threads run beside the supervisor: they must hold no lock at fork time",
+                    threads - 1
+                );
+                Ok(())
+            }
+        }
     }
 }
 
-/// Refuses to fork from a process that already runs other threads.
-fn ensure_single_threaded() -> Result<()> {
+/// How many threads this process runs (from `/proc/self/status`).
+fn threads_of_this_process() -> Result<usize> {
     let status = std::fs::read_to_string("/proc/self/status")
         .map_err(|e| Error::sys("cannot read /proc/self/status", e))?;
-    let threads = status
+    Ok(status
         .lines()
         .find_map(|l| l.strip_prefix("Threads:"))
         .and_then(|n| n.trim().parse::<usize>().ok())
-        .unwrap_or(1);
-    if threads > 1 {
-        return Err(Error::Config(format!(
-            "Server::serve must run before any other thread is started ({threads} threads found): \
-             fork() is only sound from a single-threaded process"
-        )));
-    }
-    Ok(())
+        .unwrap_or(1))
 }

@@ -2,7 +2,8 @@
 //!
 //! The handler does the only async-signal-safe thing worth doing: it writes the signal
 //! number to a non-blocking pipe. The loop polls the pipe with the workers' channels and
-//! turns each signal into a command, so no decision is ever taken inside a handler.
+//! turns each signal into a [`Command`] with [`meaning_of`], the one table of what each
+//! signal means, so no decision is ever taken inside a handler.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -10,12 +11,43 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use nix::fcntl::OFlag;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
+use crate::command::Command;
 use crate::error::{Error, Result};
 
 /// Write end of the pipe, read by the handler.
 static PIPE_WRITE_FD: AtomicI32 = AtomicI32::new(-1);
 
-/// Signals the supervisor acts on.
+/// What a signal asks of the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SignalMeaning {
+    /// A command, the same one a [`crate::ServerHandle`] can send.
+    Command(Command),
+    /// A child changed state: the loop reaps children on every wake-up anyway.
+    ChildExited,
+    /// Caught so that it cannot kill the parent, but asks for nothing (the reason is logged).
+    Ignored(&'static str),
+}
+
+/// The one table of what each signal means to the supervisor.
+pub(crate) fn meaning_of(signal: Signal) -> SignalMeaning {
+    match signal {
+        Signal::SIGTERM | Signal::SIGINT => SignalMeaning::Command(Command::Stop),
+        Signal::SIGQUIT => SignalMeaning::Command(Command::StopNow),
+        Signal::SIGHUP => SignalMeaning::Command(Command::Reload),
+        Signal::SIGUSR2 => SignalMeaning::Command(Command::Upgrade),
+        Signal::SIGTTIN => SignalMeaning::Command(Command::AddWorker),
+        Signal::SIGTTOU => SignalMeaning::Command(Command::RemoveWorker),
+        Signal::SIGCHLD => SignalMeaning::ChildExited,
+        // gunicorn and nginx reopen their log files on USR1; logs here go to stderr, which
+        // the service manager owns, so there is nothing to reopen.
+        Signal::SIGUSR1 => {
+            SignalMeaning::Ignored("logs go to stderr: there is no log file to reopen")
+        }
+        _ => SignalMeaning::Ignored("not a signal the supervisor acts on"),
+    }
+}
+
+/// Signals the supervisor catches (every one [`meaning_of`] knows).
 pub(crate) const SUPERVISED: [Signal; 9] = [
     Signal::SIGTERM,
     Signal::SIGINT,
@@ -45,7 +77,9 @@ extern "C" fn record_signal(signum: libc::c_int) {
 /// The read end of the signal pipe; the supervisor polls it.
 #[derive(Debug)]
 pub(crate) struct SignalPipe {
+    /// Read by the loop.
     read: OwnedFd,
+    /// Written by the handler.
     write: OwnedFd,
 }
 
@@ -118,5 +152,37 @@ pub(crate) fn reset_in_worker() {
         };
         // SAFETY: resetting to SIG_DFL/SIG_IGN installs no code.
         let _ = unsafe { signal::signal(sig, handler) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_caught_signal_has_a_meaning_and_the_commands_are_the_documented_ones() {
+        let commands: Vec<(Signal, Command)> = SUPERVISED
+            .iter()
+            .filter_map(|&s| match meaning_of(s) {
+                SignalMeaning::Command(c) => Some((s, c)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            commands,
+            vec![
+                (Signal::SIGTERM, Command::Stop),
+                (Signal::SIGINT, Command::Stop),
+                (Signal::SIGQUIT, Command::StopNow),
+                (Signal::SIGHUP, Command::Reload),
+                (Signal::SIGTTIN, Command::AddWorker),
+                (Signal::SIGTTOU, Command::RemoveWorker),
+                (Signal::SIGUSR2, Command::Upgrade),
+            ]
+        );
+        assert!(matches!(
+            meaning_of(Signal::SIGUSR1),
+            SignalMeaning::Ignored(_)
+        ));
     }
 }

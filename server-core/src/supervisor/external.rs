@@ -2,15 +2,17 @@
 //! systemd passes sockets, so that any server that can serve on an inherited socket
 //! (`uvicorn app:app --fd 3`, gunicorn, Node, Go) gets the zero-drop stop.
 
-use std::ffi::{CString, OsString};
-use std::os::fd::AsRawFd;
+use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::unistd::{fork, getppid, ForkResult, Pid};
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
+use nix::unistd::Pid;
 
+use super::child::{c_string, environment_without, exec_with_listener, fork_child, ExecSpec};
+use super::child::{Forked, Lifetime};
 use crate::error::{Error, Result};
+use crate::listener::Listener;
 use crate::signals;
 use crate::socket_activation::LISTEN_FDS_START;
 
@@ -27,10 +29,7 @@ pub struct WorkerCommand {
 /// A [`WorkerCommand`] checked and ready to exec.
 #[derive(Debug)]
 pub(crate) struct PreparedCommand {
-    program: CString,
-    args: Vec<CString>,
-    /// The environment minus any `LISTEN_*` variables; the child adds its own.
-    env: Vec<CString>,
+    exec: ExecSpec,
     /// Signal that asks a worker to stop gracefully.
     pub(crate) stop_signal: Signal,
 }
@@ -42,39 +41,26 @@ impl PreparedCommand {
         let (program, _) = command
             .argv
             .split_first()
-            .ok_or_else(|| Error::Config("the worker command is empty".into()))?;
-        let resolved = resolve_program(Path::new(program)).ok_or_else(|| {
-            Error::Config(format!(
-                "worker command `{}` not found (or not executable)",
-                Path::new(program).display()
-            ))
-        })?;
-        let cstring = |bytes: &[u8]| {
-            CString::new(bytes)
-                .map_err(|_| Error::Config("the worker command contains a NUL byte".into()))
-        };
+            .ok_or(Error::EmptyWorkerCommand)?;
+        let resolved =
+            resolve_program(Path::new(program)).ok_or_else(|| Error::WorkerCommandNotFound {
+                program: PathBuf::from(program),
+            })?;
         let fd = LISTEN_FDS_START.to_string();
         let args = command
             .argv
             .iter()
             .map(|a| match a.to_str() {
-                Some(text) => cstring(text.replace("{fd}", &fd).as_bytes()),
-                None => cstring(a.as_bytes()),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let env = std::env::vars_os()
-            .filter(|(k, _)| !k.as_bytes().starts_with(b"LISTEN_"))
-            .map(|(k, v)| {
-                let mut kv = k.as_bytes().to_vec();
-                kv.push(b'=');
-                kv.extend_from_slice(v.as_bytes());
-                cstring(&kv)
+                Some(text) => c_string(text.replace("{fd}", &fd).as_bytes()),
+                None => c_string(a.as_bytes()),
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            program: cstring(resolved.as_os_str().as_bytes())?,
-            args,
-            env,
+            exec: ExecSpec {
+                program: c_string(resolved.as_os_str().as_bytes())?,
+                args,
+                env: environment_without(&[])?,
+            },
             stop_signal: command.stop_signal,
         })
     }
@@ -93,25 +79,13 @@ fn resolve_program(program: &Path) -> Option<PathBuf> {
 }
 
 /// Forks and execs one external worker; returns its pid.
-pub(crate) fn spawn_command(
-    listener: &crate::listener::Listener,
-    command: &PreparedCommand,
-) -> Result<Pid> {
-    let parent_pid = nix::unistd::getpid();
-    // SAFETY: the supervisor is single-threaded; the child only prepares descriptors and
-    // signals, then execs (or exits).
-    match unsafe { fork() }.map_err(|e| Error::sys("cannot fork a worker", e))? {
-        ForkResult::Parent { child } => Ok(child),
-        ForkResult::Child => {
-            if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || getppid() != parent_pid {
-                // SAFETY: leave at once without running the parent's destructors.
-                unsafe { libc::_exit(1) }
-            }
-            signals::reset_in_worker();
+pub(crate) fn spawn_command(listener: &Listener, command: &PreparedCommand) -> Result<Pid> {
+    match fork_child(Lifetime::DiesWithParent)? {
+        Forked::Parent(child) => Ok(child),
+        Forked::Child => {
             for sig in signals::SUPERVISED {
                 // SAFETY: resetting to SIG_DFL installs no code.
-                let _ =
-                    unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) };
+                let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) };
             }
             // The parent-only signals are blocked, not ignored, in external workers: a
             // blocked mask survives exec, an ignored disposition can be overridden by the
@@ -119,30 +93,7 @@ pub(crate) fn spawn_command(
             let mut blocked = SigSet::empty();
             signals::PARENT_ONLY.iter().for_each(|&s| blocked.add(s));
             let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&blocked), None);
-            // SAFETY: plain descriptor calls; every other descriptor is close-on-exec.
-            unsafe {
-                if listener.as_raw_fd() != LISTEN_FDS_START {
-                    libc::dup2(listener.as_raw_fd(), LISTEN_FDS_START);
-                }
-                libc::fcntl(LISTEN_FDS_START, libc::F_SETFD, 0);
-            }
-            let mut env = command.env.clone();
-            for var in [
-                format!("LISTEN_PID={}", std::process::id()),
-                "LISTEN_FDS=1".into(),
-                "LISTEN_FDNAMES=http".into(),
-            ] {
-                if let Ok(var) = CString::new(var) {
-                    env.push(var);
-                }
-            }
-            let error = nix::unistd::execve(&command.program, &command.args, &env);
-            eprintln!(
-                "error: cannot run worker command {:?}: {error:?}",
-                command.program
-            );
-            // SAFETY: exec failed; leave without running the parent's destructors.
-            unsafe { libc::_exit(127) }
+            exec_with_listener(listener, &command.exec, &[])
         }
     }
 }

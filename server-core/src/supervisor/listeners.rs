@@ -69,9 +69,9 @@ impl Listeners {
                 };
                 Ok((listeners, drain, program))
             }
-            (Bind::Unix(_), ListenerMode::ReusePort) => Err(Error::Config(
-                "--reuse-port needs TCP; it cannot be used with --uds".into(),
-            )),
+            (Bind::Unix(_), ListenerMode::ReusePort) => {
+                Err(Error::ReusePortNeedsTcp("a unix socket"))
+            }
             (Bind::Unix(path), ListenerMode::Shared) => {
                 let (drain, program) = match config.listener_drain {
                     ListenerDrain::Ebpf => {
@@ -84,13 +84,17 @@ impl Listeners {
                 let listener = Listener::Unix(listener::bind_unix(path, config.backlog)?);
                 Ok((Listeners::Shared(Some(listener)), drain, program))
             }
-            (Bind::Inherited(_), ListenerMode::ReusePort) => Err(Error::Config(
-                "--reuse-port binds one socket per worker itself; it cannot use an inherited socket".into(),
-            )),
+            (Bind::Inherited(_), ListenerMode::ReusePort) => {
+                Err(Error::ReusePortNeedsTcp("an inherited socket"))
+            }
             (Bind::Inherited(fd), ListenerMode::Shared) => {
                 let (listener, reuse_port) = listener::adopt(*fd)?;
                 let (drain, program) = resolve_drain_mode(config.listener_drain, reuse_port)?;
-                Ok((Listeners::Shared(Some(Listener::Tcp(listener))), drain, program))
+                Ok((
+                    Listeners::Shared(Some(Listener::Tcp(listener))),
+                    drain,
+                    program,
+                ))
             }
         }
     }

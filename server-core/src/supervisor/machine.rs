@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use crate::command::Command;
 use crate::ShutdownOutcome;
 
 /// How long the accept queue must read empty before the workers are told to stop: a
@@ -72,11 +72,17 @@ pub(crate) enum WorkerProtocol {
 /// How often the loop looks for signs that an external worker is serving.
 pub(crate) const READINESS_PROBE_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Something the loop observed.
+/// Something the loop observed: the only input of the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Event {
-    /// A signal recorded by the handler.
-    Signal(Signal),
+    /// A command, from a signal or a [`crate::ServerHandle`].
+    Command(Command),
+    /// The loop carried out an [`Action::Spawn`]: a worker was forked.
+    Spawned(Pid),
+    /// The loop could not carry out an [`Action::Spawn`] (fork failed with EAGAIN under a
+    /// pids limit or ENOMEM, or a per-worker socket could not be bound): retried with
+    /// the start-up backoff, and never the end of the server.
+    SpawnFailed,
     /// A worker reported that it accepts connections.
     WorkerReady(Pid),
     /// A worker's runtime is alive (sent every second).
@@ -94,7 +100,8 @@ pub(crate) enum Event {
     QueueLength(u32),
     /// The new generation started by a binary upgrade is serving.
     UpgradeReady,
-    /// The new generation of a binary upgrade died before it was ready.
+    /// The new generation of a binary upgrade could not be started, or died before it
+    /// was ready.
     UpgradeFailed,
     /// Time passed (the loop woke up for a deadline).
     Tick,
@@ -146,6 +153,15 @@ pub(crate) enum Action {
     Notify(Status),
     /// Exit the supervisor: every worker is gone.
     Exit(ShutdownOutcome),
+}
+
+/// Why a worker start failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StartFailure {
+    /// The fork itself failed: the system is short of processes or memory for now.
+    ForkFailed,
+    /// The worker died, or was killed as hung, before it was ready: the app cannot start.
+    DiedUnready,
 }
 
 /// Where a worker is in its life.
@@ -227,8 +243,12 @@ pub(crate) struct Supervisor {
     workers: BTreeMap<Pid, WorkerState>,
     phase: Phase,
     upgrade: Upgrade,
-    /// Workers that died before becoming ready, in a row.
-    failed_starts: u32,
+    /// Forks that failed in a row (reset by a fork that works).
+    fork_failures: u32,
+    /// Workers that died before becoming ready, in a row (reset by a worker that gets
+    /// ready): the server gives up at `max_startup_failures`. Fork failures do not count
+    /// towards that: they say nothing of the app, only of the system for now.
+    died_unready: u32,
     /// Spawn actions handed out that the loop has not reported back through
     /// [`Supervisor::spawned`] yet; counted as workers so that none is started twice.
     spawns_pending: usize,
@@ -250,7 +270,8 @@ impl Supervisor {
             workers: BTreeMap::new(),
             phase: Phase::Serving,
             upgrade: Upgrade::Idle,
-            failed_starts: 0,
+            fork_failures: 0,
+            died_unready: 0,
             spawns_pending: 0,
             respawn_not_before: None,
             announced_ready: false,
@@ -262,13 +283,6 @@ impl Supervisor {
     /// Actions that bring the worker count up to the desired one at startup.
     pub(crate) fn start(&mut self, now: Instant) -> Vec<Action> {
         self.reconcile(now)
-    }
-
-    /// Records a worker the loop has just forked.
-    pub(crate) fn spawned(&mut self, pid: Pid, now: Instant) {
-        self.spawns_pending = self.spawns_pending.saturating_sub(1);
-        self.workers
-            .insert(pid, WorkerState::Starting { since: now });
     }
 
     /// Workers not ready yet, which the loop probes when they are external programs.
@@ -317,7 +331,21 @@ impl Supervisor {
     /// Handles one event and says what to do.
     pub(crate) fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         let mut actions = match event {
-            Event::Signal(signal) => self.on_signal(signal, now),
+            Event::Command(command) => self.on_command(command, now),
+            Event::Spawned(pid) => {
+                self.spawns_pending = self.spawns_pending.saturating_sub(1);
+                self.fork_failures = 0;
+                self.workers
+                    .insert(pid, WorkerState::Starting { since: now });
+                Vec::new()
+            }
+            Event::SpawnFailed => {
+                self.spawns_pending = self.spawns_pending.saturating_sub(1);
+                if self.phase == Phase::Serving {
+                    self.note_failed_start(StartFailure::ForkFailed, now);
+                }
+                Vec::new()
+            }
             Event::WorkerReady(pid) => {
                 if let Some(state @ WorkerState::Starting { .. }) = self.workers.get_mut(&pid) {
                     if let WorkerState::Starting { since } = *state {
@@ -325,8 +353,7 @@ impl Supervisor {
                         tracing::info!("worker {pid} ready {ms:.1} ms after fork");
                     }
                     *state = WorkerState::Ready { heard: now };
-                    self.failed_starts = 0;
-                    self.respawn_not_before = None;
+                    self.start_succeeded();
                 }
                 Vec::new()
             }
@@ -352,7 +379,9 @@ impl Supervisor {
             Event::UpgradeReady => self.on_upgrade_ready(now),
             Event::UpgradeFailed => {
                 if self.upgrade == Upgrade::Starting {
-                    tracing::error!("binary upgrade failed: the new parent died before it was ready; serving on");
+                    tracing::error!(
+                        "binary upgrade failed: the new generation did not get ready; serving on"
+                    );
                     self.upgrade = Upgrade::Idle;
                 }
                 Vec::new()
@@ -364,45 +393,45 @@ impl Supervisor {
         actions
     }
 
-    fn on_signal(&mut self, signal: Signal, now: Instant) -> Vec<Action> {
-        match (signal, self.phase) {
-            (Signal::SIGQUIT, _) => self.stop_at_once(),
-            (Signal::SIGTERM | Signal::SIGINT, Phase::Serving)
-                if !self.settings.shutdown_delay.is_zero() =>
-            {
+    fn on_command(&mut self, command: Command, now: Instant) -> Vec<Action> {
+        match (command, self.phase) {
+            (Command::StopNow, _) => self.stop_at_once(),
+            (Command::Stop, Phase::Serving) if !self.settings.shutdown_delay.is_zero() => {
                 let delay = self.settings.shutdown_delay;
                 tracing::info!("Shutting down in {delay:?}: readiness off, still serving");
                 self.phase = Phase::Delaying { until: now + delay };
                 vec![Action::Notify(Status::Stopping), Action::MarkUnready]
             }
-            (Signal::SIGTERM | Signal::SIGINT, Phase::Serving) => {
+            (Command::Stop, Phase::Serving) => {
                 let mut actions = vec![Action::Notify(Status::Stopping)];
                 actions.extend(self.begin_graceful_stop(now));
                 actions
             }
-            (Signal::SIGTERM | Signal::SIGINT, _) => self.stop_at_once(),
-            (Signal::SIGTTIN, Phase::Serving) => {
+            (Command::Stop, _) => self.stop_at_once(),
+            (Command::AddWorker, Phase::Serving) => {
                 self.settings.workers += 1;
-                tracing::info!(
-                    "SIGTTIN: one worker more ({} in all)",
-                    self.settings.workers
-                );
+                tracing::info!("one worker more ({} in all)", self.settings.workers);
                 Vec::new()
             }
-            (Signal::SIGTTOU, Phase::Serving) => self.remove_one_worker(now),
-            (Signal::SIGHUP, Phase::Serving) => self.begin_rolling_restart(),
-            (Signal::SIGUSR2, Phase::Serving) => match self.upgrade {
+            (Command::RemoveWorker, Phase::Serving) => self.remove_one_worker(now),
+            (Command::Reload, Phase::Serving) => self.begin_rolling_restart(),
+            (Command::Upgrade, Phase::Serving) => match self.upgrade {
                 Upgrade::Idle => {
-                    tracing::info!("SIGUSR2: starting a new parent from the executable on disk");
+                    tracing::info!(
+                        "binary upgrade: starting a new parent from the executable on disk"
+                    );
                     self.upgrade = Upgrade::Starting;
                     vec![Action::StartUpgrade]
                 }
                 Upgrade::Starting => {
-                    tracing::warn!("SIGUSR2 ignored: an upgrade is already under way");
+                    tracing::warn!("binary upgrade ignored: one is already under way");
                     Vec::new()
                 }
             },
-            _ => Vec::new(),
+            (command, _) => {
+                tracing::warn!("{} ignored: the server is stopping", command.describe());
+                Vec::new()
+            }
         }
     }
 
@@ -415,7 +444,7 @@ impl Supervisor {
             }
         }
         tracing::info!(
-            "SIGHUP: rolling restart of {retiring} workers, {} at a time",
+            "rolling restart of {retiring} workers, {} at a time",
             self.settings.max_surge
         );
         self.announced_ready = false;
@@ -485,14 +514,11 @@ impl Supervisor {
 
     fn remove_one_worker(&mut self, now: Instant) -> Vec<Action> {
         if self.settings.workers <= 1 {
-            tracing::warn!("SIGTTOU ignored: one worker is the minimum");
+            tracing::warn!("one worker fewer ignored: one worker is the minimum");
             return Vec::new();
         }
         self.settings.workers -= 1;
-        tracing::info!(
-            "SIGTTOU: one worker fewer ({} in all)",
-            self.settings.workers
-        );
+        tracing::info!("one worker fewer ({} in all)", self.settings.workers);
         // Prefer a worker on its way out, then one not serving yet, else the newest.
         let rank = |state: &WorkerState| match state {
             WorkerState::Retiring { .. } => 2,
@@ -526,7 +552,7 @@ impl Supervisor {
             WorkerState::Stopping { .. } | WorkerState::Killed => {}
             WorkerState::Starting { .. } => {
                 tracing::error!("worker {pid} died before it was ready ({exit:?})");
-                self.note_failed_start(now);
+                self.note_failed_start(StartFailure::DiedUnready, now);
             }
             WorkerState::Ready { .. } | WorkerState::Retiring { .. } => {
                 tracing::error!("worker {pid} exited unexpectedly ({exit:?}); replacing it");
@@ -535,26 +561,43 @@ impl Supervisor {
         Vec::new()
     }
 
-    /// Counts a worker that never became ready and delays the next start (exponential
-    /// backoff), so that an app that cannot start does not make the parent fork in a loop.
-    fn note_failed_start(&mut self, now: Instant) {
-        self.failed_starts += 1;
-        if self.failed_starts >= self.settings.max_startup_failures && self.phase == Phase::Serving
-        {
+    /// A worker got ready: the app can start, so the start-up backoff starts over, unless
+    /// forks are still failing.
+    fn start_succeeded(&mut self) {
+        self.died_unready = 0;
+        if self.fork_failures == 0 {
+            self.respawn_not_before = None;
+        }
+    }
+
+    /// Starts that failed in a row, of either kind.
+    fn failed_starts(&self) -> u32 {
+        self.fork_failures + self.died_unready
+    }
+
+    /// Counts a start that failed and delays the next one (exponential backoff), so that an
+    /// app that cannot start, or a fork refused by a pids limit, does not make the parent
+    /// fork in a loop. Only workers that died unready can make the server give up.
+    fn note_failed_start(&mut self, failure: StartFailure, now: Instant) {
+        match failure {
+            StartFailure::ForkFailed => self.fork_failures += 1,
+            StartFailure::DiedUnready => self.died_unready += 1,
+        }
+        if self.died_unready >= self.settings.max_startup_failures && self.phase == Phase::Serving {
             tracing::error!(
                 "{} workers in a row died before they were ready; giving up (see the errors above)",
-                self.failed_starts
+                self.died_unready
             );
             self.gave_up = true;
             self.phase = Phase::Stopping;
             return;
         }
         let backoff = RESPAWN_BACKOFF_START
-            .saturating_mul(1 << self.failed_starts.min(16).saturating_sub(1))
+            .saturating_mul(1 << self.failed_starts().min(16).saturating_sub(1))
             .min(RESPAWN_BACKOFF_CAP);
         tracing::warn!(
             "{} failed worker starts in a row; next start in {backoff:?}",
-            self.failed_starts
+            self.failed_starts()
         );
         self.respawn_not_before = Some(now + backoff);
     }
@@ -633,15 +676,14 @@ impl Supervisor {
                         "worker {pid}: no sign of serving {health:?} after its start; taking it as ready"
                     );
                     self.workers.insert(pid, WorkerState::Ready { heard: now });
-                    self.failed_starts = 0;
-                    self.respawn_not_before = None;
+                    self.start_succeeded();
                 }
                 WorkerState::Starting { since } if now >= since + health => {
                     tracing::error!(
                         "worker {pid} not ready {health:?} after its start: killing it"
                     );
                     self.workers.insert(pid, WorkerState::Killed);
-                    self.note_failed_start(now);
+                    self.note_failed_start(StartFailure::DiedUnready, now);
                     actions.push(Action::Kill(pid));
                 }
                 WorkerState::Ready { heard } | WorkerState::Retiring { heard }
@@ -709,7 +751,7 @@ impl Supervisor {
                 + self.spawns_pending;
             missing = missing.min(self.settings.max_surge.saturating_sub(starting));
         }
-        if self.failed_starts > 0 {
+        if self.failed_starts() > 0 {
             if self.respawn_not_before.is_some_and(|t| now < t) || self.spawns_pending > 0 {
                 missing = 0;
             }

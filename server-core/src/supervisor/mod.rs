@@ -1,9 +1,12 @@
 //! The parent process: a single-threaded loop that owns the listener and the workers.
 //!
-//! Signals, worker messages and child exits become [`machine::Event`]s; the pure
-//! [`machine::Supervisor`] answers with [`machine::Action`]s; this loop carries them out.
-//! There is no async runtime here: fork() is only sound from a single-threaded process.
+//! Signals, handle commands, worker messages and child exits become [`machine::Event`]s;
+//! the pure [`machine::Supervisor`] answers with [`machine::Action`]s; this loop carries
+//! them out, and what comes of them (a worker forked, a fork that failed, an upgrade that
+//! could not start) goes back into the machine as events too. There is no async runtime
+//! here: fork() is only sound from a single-threaded process.
 
+mod child;
 pub(crate) mod external;
 mod listeners;
 pub(crate) mod machine;
@@ -11,7 +14,7 @@ mod readiness;
 pub(crate) mod spawn;
 mod upgrade;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -26,14 +29,16 @@ use nix::unistd::Pid;
 use crate::config::ServerConfig;
 use crate::control::{ToParent, ToWorker};
 use crate::error::{Error, Result};
+use crate::handle::CommandPipe;
 use crate::kernel_refusal::RefusalProgram;
 use crate::notify::SystemdNotifier;
-use crate::signals::SignalPipe;
+use crate::signals::{meaning_of, SignalMeaning, SignalPipe};
+use crate::worker::WorkerBody;
 use crate::ShutdownOutcome;
 use external::{spawn_command, PreparedCommand};
 use listeners::Listeners;
 use machine::{Action, DrainMode, Event, Settings, Status, Supervisor, WorkerExit, WorkerProtocol};
-use spawn::{spawn_worker, WorkerBody};
+use spawn::spawn_worker;
 use upgrade::{NewParent, Relaunch};
 
 /// The parent's end of one worker's channel.
@@ -57,9 +62,11 @@ struct Parent<'a> {
     listeners: Listeners,
     program: Option<RefusalProgram>,
     signals: SignalPipe,
+    /// Commands from [`crate::ServerHandle`]s, when the embedding program asked for one.
+    commands: Option<CommandPipe>,
     channels: BTreeMap<Pid, WorkerChannel>,
     /// Pids of the external workers (they have no channel).
-    external_pids: std::collections::BTreeSet<Pid>,
+    external_pids: BTreeSet<Pid>,
     /// How to exec this program again (SIGUSR2).
     relaunch: Option<Relaunch>,
     /// The new parent of an upgrade under way.
@@ -76,9 +83,13 @@ struct Parent<'a> {
 
 /// Binds (or adopts) the listener, starts the workers and supervises them until they are
 /// all stopped.
-pub(crate) fn run(config: &ServerConfig, workers: Workers<'_>) -> Result<ShutdownOutcome> {
+pub(crate) fn run(
+    config: &ServerConfig,
+    workers: Workers<'_>,
+    commands: Option<CommandPipe>,
+) -> Result<ShutdownOutcome> {
     if config.workers == 0 {
-        return Err(Error::Config("at least one worker is needed".into()));
+        return Err(Error::NoWorkers);
     }
     let (listeners, drain, program) = Listeners::open(config)?;
     let signals = SignalPipe::install()?;
@@ -87,24 +98,11 @@ pub(crate) fn run(config: &ServerConfig, workers: Workers<'_>) -> Result<Shutdow
         .as_deref()
         .map(crate::pid_file::PidFile::create)
         .transpose()?;
-    tracing::info!("Started parent process [{}]", std::process::id());
-    let url = listeners
-        .any()
-        .map(|l| l.url())
-        .ok_or_else(|| Error::Config("no listening socket".into()))?;
     let _unix_socket_file = match &config.bind {
         crate::config::Bind::Unix(path) => Some(UnixSocketFile(path.clone())),
         _ => None,
     };
-    tracing::info!("Listening on {url} (Press CTRL+C to quit)");
-    match drain {
-        DrainMode::Ebpf => tracing::info!(
-            "Listener drain: ebpf (at stop the kernel refuses new connections, the queue is emptied, then workers stop)"
-        ),
-        DrainMode::Close => tracing::info!(
-            "Listener drain: close (at stop the parent closes its socket, workers accept until the queue is empty)"
-        ),
-    }
+    log_start(&listeners, drain);
     let protocol = match workers {
         Workers::InProcess(_) => WorkerProtocol::Native,
         Workers::Command(_) => WorkerProtocol::External,
@@ -113,8 +111,9 @@ pub(crate) fn run(config: &ServerConfig, workers: Workers<'_>) -> Result<Shutdow
         listeners,
         program,
         signals,
+        commands,
         channels: BTreeMap::new(),
-        external_pids: std::collections::BTreeSet::new(),
+        external_pids: BTreeSet::new(),
         relaunch: Relaunch::current(),
         new_parent: None,
         upgrade_notifier: upgrade::take_ready_notifier(),
@@ -133,19 +132,48 @@ pub(crate) fn run(config: &ServerConfig, workers: Workers<'_>) -> Result<Shutdow
         max_startup_failures: config.max_startup_failures.max(1),
     });
     let first = supervisor.start(Instant::now());
-    if let Some(outcome) = parent.execute(first, &mut supervisor)? {
-        return Ok(outcome);
-    }
+    let mut events = parent.execute(first);
     loop {
         // Each event's actions are carried out before the next event is handled, so that
-        // the supervisor always decides on the state the previous actions produced.
-        for event in parent.wait_for_events(&supervisor)? {
+        // the supervisor always decides on the state the previous actions produced; what
+        // the actions lead to (a fork done or failed) is handled right after them.
+        while let Some(event) = events.pop_front() {
             let actions = supervisor.handle(event, Instant::now());
-            if let Some(outcome) = parent.execute(actions, &mut supervisor)? {
+            if let Some(outcome) = exit_outcome(&actions) {
+                parent.execute(actions);
                 tracing::info!("Stopping parent process [{}]", std::process::id());
                 return Ok(outcome);
             }
+            let follow_ups = parent.execute(actions);
+            for follow_up in follow_ups.into_iter().rev() {
+                events.push_front(follow_up);
+            }
         }
+        events.extend(parent.wait_for_events(&supervisor)?);
+    }
+}
+
+/// The outcome, when the actions say to exit.
+fn exit_outcome(actions: &[Action]) -> Option<ShutdownOutcome> {
+    actions.iter().find_map(|a| match a {
+        Action::Exit(outcome) => Some(*outcome),
+        _ => None,
+    })
+}
+
+/// The start-up lines: the parent, where it listens, which drain mode is in force.
+fn log_start(listeners: &Listeners, drain: DrainMode) {
+    tracing::info!("Started parent process [{}]", std::process::id());
+    if let Some(listener) = listeners.any() {
+        tracing::info!("Listening on {} (Press CTRL+C to quit)", listener.url());
+    }
+    match drain {
+        DrainMode::Ebpf => tracing::info!(
+            "Listener drain: ebpf (at stop the kernel refuses new connections, the queue is emptied, then workers stop)"
+        ),
+        DrainMode::Close => tracing::info!(
+            "Listener drain: close (at stop the parent closes its socket, workers accept until the queue is empty)"
+        ),
     }
 }
 
@@ -162,14 +190,43 @@ impl Drop for UnixSocketFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
     Signals,
+    Commands,
     Worker(Pid),
     NewParent,
 }
 
 impl Parent<'_> {
-    /// Sleeps until a signal, a worker message, the new parent's word or the supervisor's
-    /// next deadline, and returns what happened.
+    /// Sleeps until a signal, a command, a worker message, the new parent's word or the
+    /// supervisor's next deadline, and returns what happened.
     fn wait_for_events(&mut self, supervisor: &Supervisor) -> Result<Vec<Event>> {
+        let readable = self.poll(supervisor)?;
+        self.pet_watchdog();
+        let mut events = Vec::new();
+        for source in readable {
+            match source {
+                Source::Signals => events.extend(self.read_signals()),
+                Source::Commands => events.extend(
+                    self.commands
+                        .iter()
+                        .flat_map(CommandPipe::drain)
+                        .map(Event::Command),
+                ),
+                Source::Worker(pid) => events.extend(self.read_channel(pid)),
+                Source::NewParent => events.extend(self.read_new_parent()),
+            }
+        }
+        events.extend(self.reap());
+        events.extend(self.probe_external_readiness(supervisor));
+        if supervisor.wants_queue_length() {
+            events.push(Event::QueueLength(self.listeners.queued()));
+        }
+        events.push(Event::Tick);
+        Ok(events)
+    }
+
+    /// Polls every source until one is readable or the next deadline (the supervisor's or
+    /// the watchdog's) is due; returns the readable ones.
+    fn poll(&self, supervisor: &Supervisor) -> Result<Vec<Source>> {
         let now = Instant::now();
         let watchdog_due = self.watchdog.map(|(_, due)| due);
         let wakeup = match (supervisor.next_wakeup(now), watchdog_due) {
@@ -185,6 +242,9 @@ impl Parent<'_> {
             }
         };
         let mut sources = vec![Source::Signals];
+        if self.commands.is_some() {
+            sources.push(Source::Commands);
+        }
         sources.extend(
             self.channels
                 .iter()
@@ -194,72 +254,79 @@ impl Parent<'_> {
         if self.new_parent.is_some() {
             sources.push(Source::NewParent);
         }
-        let readable: Vec<Source> = {
-            let mut fds: Vec<PollFd<'_>> = sources
-                .iter()
-                .map(|&source| PollFd::new(self.fd_of(source), PollFlags::POLLIN))
-                .collect();
-            match nix::poll::poll(&mut fds, timeout) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(Error::sys("poll failed in the supervisor", e)),
-            }
-            sources
-                .iter()
-                .zip(&fds)
-                .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
-                .map(|(&source, _)| source)
-                .collect()
-        };
-        self.pet_watchdog();
+        let mut fds: Vec<PollFd<'_>> = sources
+            .iter()
+            .map(|&source| PollFd::new(self.fd_of(source), PollFlags::POLLIN))
+            .collect();
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::sys("poll failed in the supervisor", e)),
+        }
+        Ok(sources
+            .iter()
+            .zip(&fds)
+            .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(&source, _)| source)
+            .collect())
+    }
+
+    /// Turns the signals recorded since the last wake-up into commands (see
+    /// [`meaning_of`], the one table of what each signal means).
+    fn read_signals(&self) -> Vec<Event> {
         let mut events = Vec::new();
-        for source in readable {
-            match source {
-                Source::Signals => events.extend(
-                    self.signals
-                        .drain()
-                        .into_iter()
-                        .filter(|&s| s != Signal::SIGCHLD)
-                        .map(Event::Signal),
-                ),
-                Source::Worker(pid) => events.extend(self.read_channel(pid)),
-                Source::NewParent => events.extend(self.read_new_parent()),
+        for signal in self.signals.drain() {
+            match meaning_of(signal) {
+                SignalMeaning::Command(command) => {
+                    tracing::info!("{signal}: {}", command.describe());
+                    events.push(Event::Command(command));
+                }
+                SignalMeaning::ChildExited => {}
+                SignalMeaning::Ignored(why) => tracing::info!("{signal} ignored: {why}"),
             }
         }
+        events
+    }
+
+    /// Reaps the children that exited; those that were workers become events (the new
+    /// parent of an upgrade is reported by its pipe instead).
+    fn reap(&mut self) -> Vec<Event> {
         let stop_signal = match &self.workers {
             Workers::Command(command) => Some(command.stop_signal),
             Workers::InProcess(_) => None,
         };
-        for exited in reap_children(stop_signal) {
-            if let Event::WorkerExited { pid, exit } = exited {
-                let was_worker =
-                    self.channels.remove(&pid).is_some() || self.external_pids.remove(&pid);
-                self.listeners.worker_leaving(pid);
-                if !was_worker {
-                    // Not a worker: the new parent of an upgrade (its pipe says the rest).
-                    continue;
-                }
-                if exit == WorkerExit::Failed {
-                    tracing::warn!("worker {pid} failed");
-                }
+        let mut events = Vec::new();
+        for (pid, exit) in reap_children(stop_signal) {
+            let was_worker =
+                self.channels.remove(&pid).is_some() || self.external_pids.remove(&pid);
+            self.listeners.worker_leaving(pid);
+            if !was_worker {
+                continue;
             }
-            events.push(exited);
+            if exit == WorkerExit::Failed {
+                tracing::warn!("worker {pid} failed");
+            }
+            events.push(Event::WorkerExited { pid, exit });
         }
-        if let Workers::Command(_) = &self.workers {
-            for pid in supervisor.starting_workers() {
-                let inode = self
-                    .listeners
+        events
+    }
+
+    /// External workers send no readiness message: look for signs that a starting one
+    /// serves (it polls or accepts on the listener).
+    fn probe_external_readiness(&self, supervisor: &Supervisor) -> Vec<Event> {
+        if !matches!(self.workers, Workers::Command(_)) {
+            return Vec::new();
+        }
+        supervisor
+            .starting_workers()
+            .into_iter()
+            .filter(|&pid| {
+                self.listeners
                     .of_worker(pid)
-                    .and_then(|l| readiness::socket_inode(l.as_fd()));
-                if inode.is_some_and(|inode| readiness::accepts_on(pid, inode)) {
-                    events.push(Event::WorkerReady(pid));
-                }
-            }
-        }
-        if supervisor.wants_queue_length() {
-            events.push(Event::QueueLength(self.listeners.queued()));
-        }
-        events.push(Event::Tick);
-        Ok(events)
+                    .and_then(|l| readiness::socket_inode(l.as_fd()))
+                    .is_some_and(|inode| readiness::accepts_on(pid, inode))
+            })
+            .map(Event::WorkerReady)
+            .collect()
     }
 
     /// Sends `WATCHDOG=1` when it is due.
@@ -277,6 +344,10 @@ impl Parent<'_> {
     fn fd_of(&self, source: Source) -> BorrowedFd<'_> {
         match source {
             Source::Signals => self.signals.fd(),
+            Source::Commands => self
+                .commands
+                .as_ref()
+                .map_or_else(|| self.signals.fd(), CommandPipe::fd),
             Source::Worker(pid) => self.channels[&pid].stream.as_fd(),
             Source::NewParent => self
                 .new_parent
@@ -336,16 +407,13 @@ impl Parent<'_> {
         Some(event)
     }
 
-    /// Carries out the supervisor's actions; returns the outcome once it says to exit.
-    fn execute(
-        &mut self,
-        actions: Vec<Action>,
-        supervisor: &mut Supervisor,
-    ) -> Result<Option<ShutdownOutcome>> {
-        let mut outcome = None;
+    /// Carries out the supervisor's actions; returns what came of them that the
+    /// supervisor must hear about (a worker forked, a fork or an upgrade that failed).
+    fn execute(&mut self, actions: Vec<Action>) -> VecDeque<Event> {
+        let mut follow_ups = VecDeque::new();
         for action in actions {
             match action {
-                Action::Spawn => self.spawn(supervisor)?,
+                Action::Spawn => follow_ups.push_back(self.spawn()),
                 Action::RefuseNewConnections => self.refuse_new_connections(),
                 Action::CloseListener => self.listeners.close(),
                 Action::StopWorker { pid, within } => self.stop_worker(pid, within),
@@ -360,17 +428,14 @@ impl Parent<'_> {
                 Action::StartUpgrade => {
                     if let Err(e) = self.start_upgrade() {
                         tracing::error!("binary upgrade failed: {e}");
-                        let actions = supervisor.handle(Event::UpgradeFailed, Instant::now());
-                        if let Some(done) = self.execute(actions, supervisor)? {
-                            outcome = Some(done);
-                        }
+                        follow_ups.push_back(Event::UpgradeFailed);
                     }
                 }
                 Action::Notify(status) => self.notify(status),
-                Action::Exit(result) => outcome = Some(result),
+                Action::Exit(_) => {}
             }
         }
-        Ok(outcome)
+        follow_ups
     }
 
     /// Asks one worker to stop: a message on its channel, or the stop signal for an
@@ -390,17 +455,27 @@ impl Parent<'_> {
         }
     }
 
-    fn spawn(&mut self, supervisor: &mut Supervisor) -> Result<()> {
-        let mut parent_only: Vec<i32> = self.signals.raw_fds().to_vec();
-        parent_only.extend(self.program.as_ref().map(RefusalProgram::as_raw_fd));
-        parent_only.extend(self.channels.values().map(|c| c.stream.as_raw_fd()));
-        parent_only.extend(self.new_parent.as_ref().map(|p| p.ready.as_raw_fd()));
-        parent_only.extend(self.upgrade_notifier.as_ref().map(AsRawFd::as_raw_fd));
-        parent_only.extend(self.systemd.as_ref().map(SystemdNotifier::as_raw_fd));
+    /// Descriptors a forked in-process worker must close: everything of the parent's but
+    /// the listener it serves on (and the command pipe's write end, which an app may use).
+    fn parent_only_fds(&self) -> Vec<i32> {
+        let mut fds: Vec<i32> = self.signals.raw_fds().to_vec();
+        fds.extend(self.commands.as_ref().map(|c| c.fd().as_raw_fd()));
+        fds.extend(self.program.as_ref().map(RefusalProgram::as_raw_fd));
+        fds.extend(self.channels.values().map(|c| c.stream.as_raw_fd()));
+        fds.extend(self.new_parent.as_ref().map(|p| p.ready.as_raw_fd()));
+        fds.extend(self.upgrade_notifier.as_ref().map(AsRawFd::as_raw_fd));
+        fds.extend(self.systemd.as_ref().map(SystemdNotifier::as_raw_fd));
         if let Listeners::PerWorker { by_worker, .. } = &self.listeners {
             // The other workers' sockets: each worker keeps only its own.
-            parent_only.extend(by_worker.values().map(AsRawFd::as_raw_fd));
+            fds.extend(by_worker.values().map(AsRawFd::as_raw_fd));
         }
+        fds
+    }
+
+    /// Forks one worker; says whether it worked. A failure is logged and reported to the
+    /// machine, which retries with backoff: the server serves on with the workers it has.
+    fn spawn(&mut self) -> Event {
+        let parent_only = self.parent_only_fds();
         let workers = &mut self.workers;
         let spawned = self.listeners.spawn_with(|listener| match workers {
             Workers::Command(command) => Ok((spawn_command(listener, command)?, None)),
@@ -408,45 +483,45 @@ impl Parent<'_> {
                 let (pid, stream) = spawn_worker(listener, &parent_only, &mut **body)?;
                 Ok((pid, Some(stream)))
             }
-        })?;
+        });
         match spawned {
-            None => {}
-            Some((pid, None)) => {
-                self.external_pids.insert(pid);
-                supervisor.spawned(pid, Instant::now());
+            Ok(Some((pid, Some(stream)))) => {
+                let channel = WorkerChannel {
+                    stream,
+                    closed: false,
+                };
+                self.channels.insert(pid, channel);
+                Event::Spawned(pid)
             }
-            Some((pid, Some(stream))) => {
-                self.channels.insert(
-                    pid,
-                    WorkerChannel {
-                        stream,
-                        closed: false,
-                    },
-                );
-                supervisor.spawned(pid, Instant::now());
+            Ok(Some((pid, None))) => {
+                self.external_pids.insert(pid);
+                Event::Spawned(pid)
+            }
+            Ok(None) => Event::SpawnFailed,
+            Err(e) => {
+                tracing::error!("cannot start a worker: {}", error_chain(&e));
+                Event::SpawnFailed
             }
         }
-        Ok(())
     }
 
-    fn start_upgrade(&mut self) -> Result<()> {
+    fn start_upgrade(&mut self) -> std::result::Result<(), String> {
         if matches!(self.listeners, Listeners::PerWorker { .. }) {
-            return Err(Error::Config(
-                "a binary upgrade hands over one shared socket: not available with --reuse-port"
+            return Err(
+                "a binary upgrade hands over one shared socket: not available with one socket per worker"
                     .into(),
-            ));
+            );
         }
         let (Some(listener), Some(relaunch)) = (self.listeners.any(), &self.relaunch) else {
-            return Err(Error::Config(
-                "no listener or executable to upgrade with".into(),
-            ));
+            return Err("no listener or executable to upgrade with".into());
         };
         let extra_env: Vec<_> = self
             .systemd
             .iter()
             .map(SystemdNotifier::env_entry)
             .collect();
-        let new_parent = upgrade::start_new_parent(listener, relaunch, &extra_env)?;
+        let new_parent = upgrade::start_new_parent(listener, relaunch, &extra_env)
+            .map_err(|e| error_chain(&e))?;
         tracing::info!(
             "started new parent [{}]; waiting until it is ready",
             new_parent.pid
@@ -486,11 +561,23 @@ impl Parent<'_> {
     }
 }
 
+/// An error and its causes on one line (`cannot fork: Resource temporarily unavailable`).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
 /// Reaps every child that has exited, without blocking. A child killed by `stop_signal`
 /// (the signal external workers are asked to stop with) ended cleanly: many servers, such
 /// as uvicorn, re-raise the signal after their graceful shutdown.
-fn reap_children(stop_signal: Option<Signal>) -> Vec<Event> {
-    let mut events = Vec::new();
+fn reap_children(stop_signal: Option<Signal>) -> Vec<(Pid, WorkerExit)> {
+    let mut reaped = Vec::new();
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => {
@@ -502,24 +589,18 @@ fn reap_children(stop_signal: Option<Signal>) -> Vec<Event> {
                 } else {
                     WorkerExit::Failed
                 };
-                events.push(Event::WorkerExited { pid, exit });
+                reaped.push((pid, exit));
             }
             Ok(WaitStatus::Signaled(pid, signal, _)) if Some(signal) == stop_signal => {
-                events.push(Event::WorkerExited {
-                    pid,
-                    exit: WorkerExit::Clean,
-                });
+                reaped.push((pid, WorkerExit::Clean));
             }
             Ok(WaitStatus::Signaled(pid, signal, _)) => {
                 tracing::warn!("process {pid} was killed by {signal}");
-                events.push(Event::WorkerExited {
-                    pid,
-                    exit: WorkerExit::Failed,
-                });
+                reaped.push((pid, WorkerExit::Failed));
             }
             Ok(WaitStatus::StillAlive) | Err(_) => break,
             Ok(_) => {}
         }
     }
-    events
+    reaped
 }

@@ -1,27 +1,15 @@
-//! Forking a worker process and preparing it to serve.
+//! Forking an in-process worker and preparing it to serve.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-use nix::sys::signal::Signal;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use nix::unistd::{fork, getppid, ForkResult, Pid};
+use nix::unistd::Pid;
 
+use super::child::{self, fork_child, Forked, Lifetime};
 use crate::error::{Error, Result};
 use crate::listener::Listener;
-use crate::signals;
-
-/// What a new worker process starts with.
-#[derive(Debug)]
-pub(crate) struct WorkerStart {
-    /// The shared listening socket (the same socket as the parent's, not a copy).
-    pub(crate) listener: Listener,
-    /// The worker's end of its channel to the supervisor.
-    pub(crate) control: UnixStream,
-}
-
-/// The entry point run in each forked worker; returns the process exit status.
-pub(crate) type WorkerBody<'a> = dyn FnMut(WorkerStart) -> i32 + 'a;
+use crate::worker::{WorkerBody, WorkerStart};
 
 /// Forks one worker.
 ///
@@ -41,11 +29,8 @@ pub(crate) fn spawn_worker(
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| Error::sys("cannot create a worker channel", e))?;
-    let parent_pid = nix::unistd::getpid();
-    // SAFETY: the supervisor is single-threaded (checked in Server::serve), so the child
-    // inherits no lock held by another thread.
-    match unsafe { fork() }.map_err(|e| Error::sys("cannot fork a worker", e))? {
-        ForkResult::Parent { child } => {
+    match fork_child(Lifetime::DiesWithParent)? {
+        Forked::Parent(child) => {
             drop(worker_end);
             let control = UnixStream::from(parent_end);
             control
@@ -53,16 +38,10 @@ pub(crate) fn spawn_worker(
                 .map_err(|e| Error::sys("cannot make a worker channel non-blocking", e))?;
             Ok((child, control))
         }
-        ForkResult::Child => {
-            // Die with the parent: a worker left alone would keep the port open forever.
-            // The parent may have died before prctl ran, hence the pid check after it.
-            if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || getppid() != parent_pid {
-                std::process::exit(1);
-            }
-            signals::reset_in_worker();
+        Forked::Child => {
             for &fd in parent_only_fds {
                 // SAFETY: these descriptors belong to the parent's objects, which the child
-                // never uses or drops (it leaves through process::exit).
+                // never uses or drops (it leaves through child::exit).
                 drop(unsafe { OwnedFd::from_raw_fd(fd) });
             }
             drop(parent_end);
@@ -70,8 +49,7 @@ pub(crate) fn spawn_worker(
             // parent's listener value is never dropped in this process.
             let listener = unsafe { listener.same_kind_from_raw(listener.as_raw_fd()) };
             let control = UnixStream::from(worker_end);
-            let status = body(WorkerStart { listener, control });
-            std::process::exit(status);
+            child::exit(body(WorkerStart { listener, control }))
         }
     }
 }

@@ -9,7 +9,7 @@
 //! refusal: the socket stays open in the new workers, and with it the accept queue. The
 //! port never refuses a connection.
 
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -17,10 +17,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use nix::fcntl::OFlag;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::Pid;
 
+use super::child::{c_string, environment_without, exec_with_listener, fork_child, ExecSpec};
+use super::child::{Forked, Lifetime};
 use crate::error::{Error, Result};
-use crate::socket_activation::LISTEN_FDS_START;
 
 /// Environment variable naming the pipe descriptor the new parent reports readiness on.
 const READY_FD_ENV: &str = "SERVER_CORE_UPGRADE_READY_FD";
@@ -65,59 +66,31 @@ pub(crate) fn start_new_parent(
     let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
         .map_err(|e| Error::sys("cannot create the upgrade pipe", e))?;
     let write = move_high(write)?;
-    let to_cstring = |bytes: &[u8]| {
-        CString::new(bytes)
-            .map_err(|e| Error::sys("argument with a NUL byte", std::io::Error::other(e)))
-    };
-    let exe = to_cstring(relaunch.exe.as_os_str().as_bytes())?;
-    let args = relaunch
-        .args
-        .iter()
-        .map(|a| to_cstring(a.as_bytes()))
-        .collect::<Result<Vec<_>>>()?;
-    let mut env = std::env::vars_os()
-        .filter(|(k, _)| !k.as_bytes().starts_with(b"LISTEN_") && k != READY_FD_ENV)
-        .map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            to_cstring(&kv)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut env = environment_without(&[READY_FD_ENV])?;
     for entry in extra_env {
-        env.push(to_cstring(entry.as_bytes())?);
+        env.push(c_string(entry.as_bytes())?);
     }
-    env.push(to_cstring(b"LISTEN_FDS=1")?);
-    env.push(to_cstring(b"LISTEN_FDNAMES=http")?);
-    env.push(to_cstring(
+    env.push(c_string(
         format!("{READY_FD_ENV}={}", write.as_raw_fd()).as_bytes(),
     )?);
-    // SAFETY: the supervisor is single-threaded; the child only execs (or exits).
-    match unsafe { fork() }.map_err(|e| Error::sys("cannot fork the new parent", e))? {
-        ForkResult::Parent { child } => {
+    let spec = ExecSpec {
+        program: c_string(relaunch.exe.as_os_str().as_bytes())?,
+        args: relaunch
+            .args
+            .iter()
+            .map(|a| c_string(a.as_bytes()))
+            .collect::<Result<Vec<_>>>()?,
+        env,
+    };
+    match fork_child(Lifetime::Outlives)? {
+        Forked::Parent(child) => {
             drop(write);
             Ok(NewParent {
                 pid: child,
                 ready: File::from(read),
             })
         }
-        ForkResult::Child => {
-            let listen_pid = format!("LISTEN_PID={}", std::process::id());
-            if let Ok(listen_pid) = CString::new(listen_pid) {
-                env.push(listen_pid);
-            }
-            // SAFETY: plain descriptor calls in the child before exec.
-            unsafe {
-                if listener.as_raw_fd() != LISTEN_FDS_START {
-                    libc::dup2(listener.as_raw_fd(), LISTEN_FDS_START);
-                }
-                libc::fcntl(LISTEN_FDS_START, libc::F_SETFD, 0);
-                libc::fcntl(write.as_raw_fd(), libc::F_SETFD, 0);
-            }
-            let _ = nix::unistd::execve(&exe, &args, &env);
-            // SAFETY: exec failed; leave without running the parent's destructors.
-            unsafe { libc::_exit(127) }
-        }
+        Forked::Child => exec_with_listener(listener, &spec, &[write.as_raw_fd()]),
     }
 }
 

@@ -1,6 +1,5 @@
 //! Serving one accepted connection: its idle timeout, and its drain when the worker stops.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::activity::Activity;
 use super::service::WorkerService;
 
 /// What every connection of a worker shares.
@@ -29,69 +29,6 @@ pub(crate) struct ConnectionContext {
     pub(crate) keep_alive_timeout: Duration,
     /// How long a new connection may take to complete its first request head.
     pub(crate) header_read_timeout: Duration,
-}
-
-/// Requests in flight on one connection and when the last one finished, written by the
-/// service on every request and read by the connection's idle timer only when it fires.
-///
-/// Cheaper than hyper's header-read timer, which allocates and arms a timer per request:
-/// here a request costs two atomic updates and one clock read, and the connection keeps
-/// one timer for its whole life.
-#[derive(Debug)]
-pub(crate) struct Activity {
-    started: Instant,
-    in_flight: AtomicU32,
-    /// Milliseconds from `started` to the end of the last request.
-    last_finished_ms: AtomicU64,
-    /// A request was handed to the application at least once.
-    served: std::sync::atomic::AtomicBool,
-    /// The connection speaks HTTP/2 (seen on its first request).
-    http2: std::sync::atomic::AtomicBool,
-}
-
-impl Activity {
-    /// A connection that has just been accepted.
-    pub(crate) fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            in_flight: AtomicU32::new(0),
-            last_finished_ms: AtomicU64::new(0),
-            served: std::sync::atomic::AtomicBool::new(false),
-            http2: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    /// A request head was read and handed to the application.
-    pub(crate) fn request_started(&self, http2: bool) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.served.store(true, Ordering::Relaxed);
-        if http2 {
-            self.http2.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// The application answered a request.
-    pub(crate) fn request_finished(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
-        self.last_finished_ms.store(now, Ordering::Relaxed);
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Whether the connection has not completed a request yet.
-    fn is_fresh(&self) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0
-            && self.last_finished_ms.load(Ordering::Relaxed) == 0
-            && !self.served.load(Ordering::Relaxed)
-    }
-
-    /// How long the connection has had no request in flight (`None` while one is).
-    fn idle_for(&self) -> Option<Duration> {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        let last = Duration::from_millis(self.last_finished_ms.load(Ordering::Relaxed));
-        Some(self.started.elapsed().saturating_sub(last))
-    }
 }
 
 /// Why a connection stops serving normally.
@@ -148,7 +85,7 @@ pub(crate) async fn serve_connection<I>(
         }
     };
     // HTTP/2 has no race to wait out: GOAWAY tells the client which streams were taken.
-    if let (Ending::Drain, false) = (ending, activity.http2.load(Ordering::Relaxed)) {
+    if let (Ending::Drain, false) = (ending, activity.is_http2()) {
         tokio::select! {
             biased;
             result = connection.as_mut() => return log_connection_end(result),

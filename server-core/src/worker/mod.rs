@@ -1,11 +1,14 @@
 //! A worker process: its own tokio runtime serving the application on the shared listener.
 
+mod activity;
 mod connection;
+mod listener;
 mod reporter;
 mod service;
 mod stop;
 
 use std::io;
+use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +16,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,18 +26,27 @@ use crate::app::App;
 use crate::config::ServerConfig;
 use crate::control::ToParent;
 use crate::listener::Listener;
-use crate::supervisor::spawn::WorkerStart;
 use connection::{serve_connection, ConnectionContext};
+use listener::WorkerListener;
 use reporter::{report_to_parent, RequestQuota};
 use service::WorkerService;
 use stop::{wait_for_stop, StopRequest};
 
-/// How unix-socket clients appear in the access log (they have no address).
-const UNIX_PEER: &str = "unix:";
-
 /// Pause after an accept error such as EMFILE, so that a worker out of descriptors retries
 /// instead of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// What a new worker process starts with.
+#[derive(Debug)]
+pub(crate) struct WorkerStart {
+    /// The shared listening socket (the same socket as the parent's, not a copy).
+    pub(crate) listener: Listener,
+    /// The worker's end of its channel to the supervisor.
+    pub(crate) control: StdUnixStream,
+}
+
+/// The entry point run in each forked worker; returns the process exit status.
+pub(crate) type WorkerBody<'a> = dyn FnMut(WorkerStart) -> i32 + 'a;
 
 /// Runs a worker to completion and returns its exit status. Called right after the fork.
 pub(crate) fn run(start: WorkerStart, config: &ServerConfig, make_app: &dyn Fn() -> App) -> i32 {
@@ -69,25 +82,34 @@ pub(crate) fn run(start: WorkerStart, config: &ServerConfig, make_app: &dyn Fn()
     status
 }
 
+/// Registers the inherited listener with the runtime and serves on it.
 async fn serve(
     start: WorkerStart,
     config: &ServerConfig,
     make_app: &dyn Fn() -> App,
 ) -> io::Result<()> {
-    let app = make_app();
-    let listener = match start.listener {
+    match start.listener {
         Listener::Tcp(l) => {
             l.set_nonblocking(true)?;
-            AsyncListener::Tcp(TcpListener::from_std(l)?)
+            serve_on(TcpListener::from_std(l)?, start.control, config, make_app).await
         }
         Listener::Unix(l) => {
             l.set_nonblocking(true)?;
-            AsyncListener::Unix(UnixListener::from_std(l)?)
+            serve_on(UnixListener::from_std(l)?, start.control, config, make_app).await
         }
-    };
-    start.control.set_nonblocking(true)?;
-    let (control_read, mut control_write) = UnixStream::from_std(start.control)?.into_split();
+    }
+}
 
+/// The worker's life: ready, serve until told to stop, drain, run the shutdown hooks.
+async fn serve_on<L: WorkerListener>(
+    listener: L,
+    control: StdUnixStream,
+    config: &ServerConfig,
+    make_app: &dyn Fn() -> App,
+) -> io::Result<()> {
+    let app = make_app();
+    control.set_nonblocking(true)?;
+    let (control_read, mut control_write) = UnixStream::from_std(control)?.into_split();
     let context = Arc::new(ConnectionContext {
         builder: connection_builder(config),
         draining: CancellationToken::new(),
@@ -121,43 +143,59 @@ async fn serve(
     let StopRequest::Graceful(within) = accept.until_stopped(&listener, stop).await;
     let deadline = Instant::now() + within;
     tracing::info!("Shutting down");
+    drain(accept, listener, reporter, deadline).await;
+    run_shutdown_hooks(app, deadline).await;
+    Ok(())
+}
 
+/// Stops taking connections and finishes the ones taken, by `deadline`.
+async fn drain<L: WorkerListener>(
+    accept: Acceptor<'_>,
+    listener: L,
+    reporter: JoinHandle<()>,
+    deadline: Instant,
+) {
     // From here every response carries `Connection: close`. Heartbeats stop: the
     // supervisor now waits for this worker's exit, under its own deadline.
     reporter.abort();
-    context.draining.cancel();
-    accept.drain_queue(listener)?;
-    connections.close();
-    if tokio::time::timeout_at(deadline, connections.wait())
+    accept.context.draining.cancel();
+    accept.drain_queue(listener);
+    accept.connections.close();
+    if tokio::time::timeout_at(deadline, accept.connections.wait())
         .await
         .is_err()
     {
         tracing::warn!(
             "graceful shutdown deadline reached: aborting {} connections",
-            connections.len()
+            accept.connections.len()
         );
-        context.abort.cancel();
-        connections.wait().await;
+        accept.context.abort.cancel();
+        accept.connections.wait().await;
     }
-    if !app.shutdown_hooks.is_empty() {
-        tracing::info!("Waiting for application shutdown.");
-        let hooks = async {
-            for hook in app.shutdown_hooks {
-                hook.await;
-            }
-        };
-        match tokio::time::timeout_at(deadline, hooks).await {
-            Ok(()) => tracing::info!("Application shutdown complete."),
-            Err(_) => tracing::warn!("application shutdown hooks cut short by the deadline"),
+}
+
+/// Runs the app's shutdown hooks, in order, after the listener is closed and the
+/// connections are drained; cut short at `deadline`.
+async fn run_shutdown_hooks(app: App, deadline: Instant) {
+    if app.shutdown_hooks.is_empty() {
+        return;
+    }
+    tracing::info!("Waiting for application shutdown.");
+    let hooks = async {
+        for hook in app.shutdown_hooks {
+            hook.await;
         }
+    };
+    match tokio::time::timeout_at(deadline, hooks).await {
+        Ok(()) => tracing::info!("Application shutdown complete."),
+        Err(_) => tracing::warn!("application shutdown hooks cut short by the deadline"),
     }
-    Ok(())
 }
 
 fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // No hyper header-read timer: it is armed (and allocated) per request. Each connection
-    // keeps one idle timer instead (see `connection::Activity`), which bounds both idle
+    // keeps one idle timer instead (see `activity::Activity`), which bounds both idle
     // keep-alive connections and clients that send their head too slowly.
     builder
         .http1()
@@ -168,14 +206,6 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(None::<Duration>);
     builder.http2().timer(TokioTimer::new());
     builder
-}
-
-/// The worker's listener, registered with its runtime.
-enum AsyncListener {
-    /// TCP.
-    Tcp(TcpListener),
-    /// Unix domain socket.
-    Unix(UnixListener),
 }
 
 /// Accepts connections and hands each to its own task.
@@ -192,9 +222,9 @@ struct Acceptor<'a> {
 impl Acceptor<'_> {
     /// Accepts until `stop` resolves. `accept()` is cancel-safe: when the stop wins the
     /// select, no connection has been taken from the queue and lost.
-    async fn until_stopped(
+    async fn until_stopped<L: WorkerListener>(
         &self,
-        listener: &AsyncListener,
+        listener: &L,
         stop: impl std::future::Future<Output = StopRequest>,
     ) -> StopRequest {
         tokio::pin!(stop);
@@ -202,12 +232,10 @@ impl Acceptor<'_> {
             tokio::select! {
                 biased;
                 request = &mut stop => return request,
-                accepted = self.accept_one(listener) => match accepted {
-                    Ok(()) => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => self.serve(stream, peer),
+                    Err(e) if is_per_connection_error(&e) => {}
                     Err(e) => {
-                        if is_per_connection_error(&e) {
-                            continue;
-                        }
                         tracing::error!("accept failed: {e}; retrying in {ACCEPT_ERROR_PAUSE:?}");
                         tokio::select! {
                             request = &mut stop => return request,
@@ -219,29 +247,12 @@ impl Acceptor<'_> {
         }
     }
 
-    /// Accepts one connection and starts serving it. Cancel-safe: nothing is awaited
-    /// after the accept.
-    async fn accept_one(&self, listener: &AsyncListener) -> io::Result<()> {
-        match listener {
-            AsyncListener::Tcp(l) => {
-                let (stream, peer) = l.accept().await?;
-                let _ = stream.set_nodelay(true);
-                self.serve(stream, peer.to_string());
-            }
-            AsyncListener::Unix(l) => {
-                let (stream, _) = l.accept().await?;
-                self.serve(stream, UNIX_PEER.to_string());
-            }
-        }
-        Ok(())
-    }
-
     /// Accepts every connection still queued, then closes this worker's copy of the
-    /// listener. Nothing waits between the last accept and the close.
-    fn drain_queue(&self, listener: AsyncListener) -> io::Result<()> {
-        let accept_rest = |accept: &mut dyn FnMut() -> io::Result<()>| loop {
-            match accept() {
-                Ok(()) => {}
+    /// listener (it is dropped here). Nothing waits between the last accept and the close.
+    fn drain_queue<L: WorkerListener>(&self, listener: L) {
+        loop {
+            match listener.accept_queued() {
+                Ok((stream, peer)) => self.serve(stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if is_per_connection_error(&e) => {}
                 Err(e) => {
@@ -249,31 +260,8 @@ impl Acceptor<'_> {
                     break;
                 }
             }
-        };
-        match listener {
-            AsyncListener::Tcp(l) => {
-                let l = l.into_std()?;
-                accept_rest(&mut || {
-                    let (stream, peer) = l.accept()?;
-                    stream.set_nonblocking(true)?;
-                    let stream = TcpStream::from_std(stream)?;
-                    let _ = stream.set_nodelay(true);
-                    self.serve(stream, peer.to_string());
-                    Ok(())
-                });
-            }
-            AsyncListener::Unix(l) => {
-                let l = l.into_std()?;
-                accept_rest(&mut || {
-                    let (stream, _) = l.accept()?;
-                    stream.set_nonblocking(true)?;
-                    self.serve(UnixStream::from_std(stream)?, UNIX_PEER.to_string());
-                    Ok(())
-                });
-            }
         }
-        // The std listener was moved into its arm and is closed here.
-        Ok(())
+        drop(listener);
     }
 
     fn serve<I>(&self, stream: I, peer: String)
@@ -292,7 +280,7 @@ impl Acceptor<'_> {
             draining: self.context.draining.clone(),
             peer: Arc::from(peer),
             access_log: self.access_log,
-            activity: Arc::new(connection::Activity::new()),
+            activity: Arc::new(activity::Activity::new()),
             quota: self.quota.clone(),
             readiness: self
                 .readiness_path

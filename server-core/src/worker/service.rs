@@ -17,7 +17,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-use super::connection::Activity;
+use super::activity::Activity;
 use super::reporter::RequestQuota;
 
 /// Serves one connection's requests with the application.

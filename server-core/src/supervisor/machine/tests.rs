@@ -29,7 +29,7 @@ fn serving(n: usize, drain: DrainMode, t0: Instant) -> Supervisor {
     let mut sup = Supervisor::new(settings(n, drain));
     assert_eq!(sup.start(t0), vec![Action::Spawn; n]);
     for i in 1..=n as i32 {
-        sup.spawned(pid(i), t0);
+        spawned(&mut sup, pid(i), t0);
     }
     for i in 1..=n as i32 {
         let actions = sup.handle(Event::WorkerReady(pid(i)), t0);
@@ -40,6 +40,12 @@ fn serving(n: usize, drain: DrainMode, t0: Instant) -> Supervisor {
         }
     }
     sup
+}
+
+/// Reports a fork the loop carried out; it asks for nothing more.
+fn spawned(sup: &mut Supervisor, pid: Pid, now: Instant) {
+    let actions = sup.handle(Event::Spawned(pid), now);
+    assert!(actions.is_empty(), "{actions:?}");
 }
 
 fn exited(n: i32) -> Event {
@@ -60,7 +66,7 @@ fn stop(n: i32, within: Duration) -> Action {
 fn ebpf_stop_waits_for_a_settled_empty_queue_before_stopping_workers() {
     let t0 = Instant::now();
     let mut sup = serving(2, DrainMode::Ebpf, t0);
-    let term = sup.handle(Event::Signal(Signal::SIGTERM), t0);
+    let term = sup.handle(Event::Command(Command::Stop), t0);
     assert_eq!(
         term,
         vec![
@@ -92,7 +98,7 @@ fn ebpf_stop_waits_for_a_settled_empty_queue_before_stopping_workers() {
 fn close_mode_closes_the_parent_copy_before_stopping_workers() {
     let t0 = Instant::now();
     let mut sup = serving(2, DrainMode::Close, t0);
-    let actions = sup.handle(Event::Signal(Signal::SIGINT), t0);
+    let actions = sup.handle(Event::Command(Command::Stop), t0);
     assert_eq!(
         actions[..2],
         [Action::Notify(Status::Stopping), Action::CloseListener]
@@ -105,7 +111,7 @@ fn close_mode_closes_the_parent_copy_before_stopping_workers() {
 fn a_queue_that_never_empties_delays_the_stop_by_at_most_the_wait_limit() {
     let t0 = Instant::now();
     let mut sup = serving(1, DrainMode::Ebpf, t0);
-    sup.handle(Event::Signal(Signal::SIGTERM), t0);
+    sup.handle(Event::Command(Command::Stop), t0);
     assert!(sup.handle(Event::QueueLength(5), t0 + ms(999)).is_empty());
     let actions = sup.handle(Event::QueueLength(5), t0 + QUEUE_WAIT_LIMIT);
     assert!(matches!(actions[0], Action::StopWorker { .. }));
@@ -115,7 +121,7 @@ fn a_queue_that_never_empties_delays_the_stop_by_at_most_the_wait_limit() {
 fn workers_alive_at_the_deadline_are_killed_and_the_exit_status_says_so() {
     let t0 = Instant::now();
     let mut sup = serving(2, DrainMode::Close, t0);
-    sup.handle(Event::Signal(Signal::SIGTERM), t0);
+    sup.handle(Event::Command(Command::Stop), t0);
     assert_eq!(sup.next_wakeup(t0), Some(t0 + GRACE));
     assert!(sup.handle(Event::Tick, t0 + GRACE - ms(1)).is_empty());
     sup.handle(exited(1), t0 + ms(10));
@@ -137,8 +143,8 @@ fn workers_alive_at_the_deadline_are_killed_and_the_exit_status_says_so() {
 fn a_second_term_or_a_quit_stops_at_once() {
     let t0 = Instant::now();
     let mut sup = serving(2, DrainMode::Close, t0);
-    sup.handle(Event::Signal(Signal::SIGTERM), t0);
-    let again = sup.handle(Event::Signal(Signal::SIGTERM), t0 + ms(1));
+    sup.handle(Event::Command(Command::Stop), t0);
+    let again = sup.handle(Event::Command(Command::Stop), t0 + ms(1));
     assert_eq!(
         again,
         vec![
@@ -149,7 +155,7 @@ fn a_second_term_or_a_quit_stops_at_once() {
         ]
     );
     let mut sup = serving(1, DrainMode::Ebpf, t0);
-    let quit = sup.handle(Event::Signal(Signal::SIGQUIT), t0);
+    let quit = sup.handle(Event::Command(Command::StopNow), t0);
     assert_eq!(
         quit,
         vec![
@@ -165,13 +171,13 @@ fn an_unexpected_exit_is_replaced_at_once_and_a_crash_loop_backs_off() {
     let t0 = Instant::now();
     let mut sup = serving(2, DrainMode::Close, t0);
     assert_eq!(sup.handle(exited(1), t0), vec![Action::Spawn]);
-    sup.spawned(pid(3), t0);
+    spawned(&mut sup, pid(3), t0);
     // The replacement dies before it is ready: the next start waits.
     assert!(sup.handle(exited(3), t0 + ms(5)).is_empty());
     assert_eq!(sup.next_wakeup(t0 + ms(5)), Some(t0 + ms(105)));
     assert!(sup.handle(Event::Tick, t0 + ms(50)).is_empty());
     assert_eq!(sup.handle(Event::Tick, t0 + ms(105)), vec![Action::Spawn]);
-    sup.spawned(pid(4), t0 + ms(105));
+    spawned(&mut sup, pid(4), t0 + ms(105));
     assert!(sup.handle(exited(4), t0 + ms(110)).is_empty());
     assert_eq!(sup.next_wakeup(t0 + ms(110)), Some(t0 + ms(310)));
 }
@@ -180,11 +186,11 @@ fn an_unexpected_exit_is_replaced_at_once_and_a_crash_loop_backs_off() {
 fn scaling_down_drains_one_worker_and_does_not_replace_it() {
     let t0 = Instant::now();
     let mut sup = serving(2, DrainMode::Ebpf, t0);
-    let actions = sup.handle(Event::Signal(Signal::SIGTTOU), t0);
+    let actions = sup.handle(Event::Command(Command::RemoveWorker), t0);
     assert_eq!(actions, vec![stop(2, GRACE - WORKER_ABORT_MARGIN)]);
     assert!(sup.handle(exited(2), t0 + ms(3)).is_empty());
     assert_eq!(
-        sup.handle(Event::Signal(Signal::SIGTTIN), t0),
+        sup.handle(Event::Command(Command::AddWorker), t0),
         vec![Action::Spawn]
     );
 }
@@ -194,11 +200,11 @@ fn a_spawn_not_yet_carried_out_is_not_asked_for_twice() {
     let t0 = Instant::now();
     let mut sup = serving(2, DrainMode::Ebpf, t0);
     assert_eq!(
-        sup.handle(Event::Signal(Signal::SIGTTIN), t0),
+        sup.handle(Event::Command(Command::AddWorker), t0),
         vec![Action::Spawn]
     );
     assert!(sup.handle(Event::Tick, t0).is_empty());
-    sup.spawned(pid(3), t0);
+    spawned(&mut sup, pid(3), t0);
     assert!(sup.handle(Event::Tick, t0).is_empty());
 }
 
@@ -206,16 +212,18 @@ fn a_spawn_not_yet_carried_out_is_not_asked_for_twice() {
 fn the_last_worker_is_never_scaled_away() {
     let t0 = Instant::now();
     let mut sup = serving(1, DrainMode::Ebpf, t0);
-    assert!(sup.handle(Event::Signal(Signal::SIGTTOU), t0).is_empty());
+    assert!(sup
+        .handle(Event::Command(Command::RemoveWorker), t0)
+        .is_empty());
 }
 
 #[test]
 fn a_rolling_restart_replaces_one_worker_at_a_time_and_never_serves_with_fewer() {
     let t0 = Instant::now();
     let mut sup = serving(2, DrainMode::Ebpf, t0);
-    let hup = sup.handle(Event::Signal(Signal::SIGHUP), t0);
+    let hup = sup.handle(Event::Command(Command::Reload), t0);
     assert_eq!(hup, vec![Action::Notify(Status::Reloading), Action::Spawn]);
-    sup.spawned(pid(3), t0);
+    spawned(&mut sup, pid(3), t0);
     // Until the replacement is ready, both old workers keep serving.
     assert!(sup.handle(Event::Tick, t0 + ms(5)).is_empty());
     let within = GRACE - WORKER_ABORT_MARGIN;
@@ -223,7 +231,7 @@ fn a_rolling_restart_replaces_one_worker_at_a_time_and_never_serves_with_fewer()
         sup.handle(Event::WorkerReady(pid(3)), t0),
         vec![stop(1, within), Action::Spawn]
     );
-    sup.spawned(pid(4), t0);
+    spawned(&mut sup, pid(4), t0);
     assert_eq!(
         sup.handle(Event::WorkerReady(pid(4)), t0),
         vec![stop(2, within), Action::Notify(Status::Ready)]
@@ -240,7 +248,7 @@ fn a_worker_that_served_its_quota_is_stopped_only_once_its_replacement_is_ready(
         sup.handle(Event::WorkerQuotaReached(pid(1)), t0),
         vec![Action::Spawn]
     );
-    sup.spawned(pid(3), t0);
+    spawned(&mut sup, pid(3), t0);
     assert_eq!(
         sup.handle(Event::WorkerReady(pid(3)), t0),
         vec![stop(1, GRACE - WORKER_ABORT_MARGIN)]
@@ -262,7 +270,7 @@ fn a_silent_worker_is_replaced_and_a_busy_one_that_beats_is_not() {
         vec![stop(1, GRACE - WORKER_ABORT_MARGIN), Action::Spawn]
     );
     // Gracefully first; killed if it is still there at its deadline.
-    sup.spawned(pid(3), t0 + HEALTH);
+    spawned(&mut sup, pid(3), t0 + HEALTH);
     sup.handle(Event::WorkerReady(pid(3)), t0 + HEALTH);
     sup.handle(Event::WorkerHeartbeat(pid(2)), t0 + HEALTH + GRACE);
     sup.handle(Event::WorkerHeartbeat(pid(3)), t0 + HEALTH + GRACE);
@@ -277,7 +285,7 @@ fn a_worker_that_never_gets_ready_is_killed_after_the_health_timeout() {
     let t0 = Instant::now();
     let mut sup = Supervisor::new(settings(1, DrainMode::Ebpf));
     sup.start(t0);
-    sup.spawned(pid(1), t0);
+    spawned(&mut sup, pid(1), t0);
     assert_eq!(
         sup.handle(Event::Tick, t0 + HEALTH),
         vec![Action::Kill(pid(1))]
@@ -289,10 +297,10 @@ fn an_upgrade_hands_over_without_refusing_and_exits_when_the_old_workers_are_gon
     let t0 = Instant::now();
     let mut sup = serving(2, DrainMode::Ebpf, t0);
     assert_eq!(
-        sup.handle(Event::Signal(Signal::SIGUSR2), t0),
+        sup.handle(Event::Command(Command::Upgrade), t0),
         vec![Action::StartUpgrade]
     );
-    assert!(sup.handle(Event::Signal(Signal::SIGUSR2), t0).is_empty());
+    assert!(sup.handle(Event::Command(Command::Upgrade), t0).is_empty());
     let within = GRACE - WORKER_ABORT_MARGIN;
     assert_eq!(
         sup.handle(Event::UpgradeReady, t0),
@@ -309,11 +317,11 @@ fn an_upgrade_hands_over_without_refusing_and_exits_when_the_old_workers_are_gon
 fn a_failed_upgrade_keeps_serving_and_can_be_retried() {
     let t0 = Instant::now();
     let mut sup = serving(2, DrainMode::Ebpf, t0);
-    sup.handle(Event::Signal(Signal::SIGUSR2), t0);
+    sup.handle(Event::Command(Command::Upgrade), t0);
     assert!(sup.handle(Event::UpgradeFailed, t0).is_empty());
     assert!(sup.handle(Event::UpgradeReady, t0).is_empty());
     assert_eq!(
-        sup.handle(Event::Signal(Signal::SIGUSR2), t0),
+        sup.handle(Event::Command(Command::Upgrade), t0),
         vec![Action::StartUpgrade]
     );
 }
@@ -326,7 +334,7 @@ fn external_workers_are_never_taken_for_hung_and_are_probed_until_ready() {
         ..settings(1, DrainMode::Ebpf)
     });
     sup.start(t0);
-    sup.spawned(pid(1), t0);
+    spawned(&mut sup, pid(1), t0);
     assert_eq!(sup.next_wakeup(t0), Some(t0 + READINESS_PROBE_INTERVAL));
     // No sign of serving before the health timeout: taken as ready, not killed.
     assert_eq!(
@@ -346,12 +354,12 @@ fn a_shutdown_delay_serves_on_with_readiness_off_before_the_stop() {
         ..settings(2, DrainMode::Ebpf)
     });
     sup.start(t0);
-    sup.spawned(pid(1), t0);
-    sup.spawned(pid(2), t0);
+    spawned(&mut sup, pid(1), t0);
+    spawned(&mut sup, pid(2), t0);
     sup.handle(Event::WorkerReady(pid(1)), t0);
     sup.handle(Event::WorkerReady(pid(2)), t0);
     assert_eq!(
-        sup.handle(Event::Signal(Signal::SIGTERM), t0),
+        sup.handle(Event::Command(Command::Stop), t0),
         vec![Action::Notify(Status::Stopping), Action::MarkUnready]
     );
     assert_eq!(sup.next_wakeup(t0), Some(t0 + delay));
@@ -374,7 +382,7 @@ fn workers_that_keep_dying_at_start_make_the_server_give_up() {
     sup.start(t0);
     let mut now = t0;
     for n in 1..=3 {
-        sup.spawned(pid(n), now);
+        spawned(&mut sup, pid(n), now);
         let actions = sup.handle(exited(n), now + ms(1));
         if n < 3 {
             assert!(actions.is_empty(), "{actions:?}");
@@ -387,4 +395,61 @@ fn workers_that_keep_dying_at_start_make_the_server_give_up() {
             );
         }
     }
+}
+
+#[test]
+fn a_failed_fork_is_retried_with_backoff_and_never_makes_the_server_give_up() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(Settings {
+        max_startup_failures: 2,
+        ..settings(2, DrainMode::Ebpf)
+    });
+    assert_eq!(sup.start(t0), vec![Action::Spawn; 2]);
+    spawned(&mut sup, pid(1), t0);
+    // The second fork fails (EAGAIN): no new spawn until the backoff has passed.
+    assert!(sup.handle(Event::SpawnFailed, t0).is_empty());
+    assert_eq!(sup.handle(Event::WorkerReady(pid(1)), t0), vec![]);
+    let mut now = t0;
+    for _ in 0..5 {
+        let retry_at = sup.next_wakeup(now).unwrap();
+        assert!(retry_at > now, "a retry is scheduled, not immediate");
+        assert!(sup.handle(Event::Tick, retry_at - ms(1)).is_empty());
+        assert_eq!(sup.handle(Event::Tick, retry_at), vec![Action::Spawn]);
+        // Fails again: more forks failing than max_startup_failures, still serving.
+        assert!(sup.handle(Event::SpawnFailed, retry_at).is_empty());
+        now = retry_at;
+    }
+    // Forks work again: the full count is reached and announced.
+    let retry_at = sup.next_wakeup(now).unwrap();
+    assert_eq!(sup.handle(Event::Tick, retry_at), vec![Action::Spawn]);
+    spawned(&mut sup, pid(2), retry_at);
+    assert_eq!(
+        sup.handle(Event::WorkerReady(pid(2)), retry_at),
+        vec![Action::Notify(Status::Ready)]
+    );
+}
+
+#[test]
+fn a_stop_while_forks_fail_stops_the_workers_there_are() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(settings(2, DrainMode::Close));
+    sup.start(t0);
+    spawned(&mut sup, pid(1), t0);
+    sup.handle(Event::SpawnFailed, t0);
+    sup.handle(Event::WorkerReady(pid(1)), t0);
+    let stopping = sup.handle(Event::Command(Command::Stop), t0 + ms(10));
+    assert_eq!(
+        stopping,
+        vec![
+            Action::Notify(Status::Stopping),
+            Action::CloseListener,
+            stop(1, GRACE - WORKER_ABORT_MARGIN),
+        ]
+    );
+    // No retry during the stop, and the exit comes with the last worker.
+    assert!(sup.handle(Event::Tick, t0 + ms(10_000)).is_empty());
+    assert_eq!(
+        sup.handle(exited(1), t0 + ms(10_001)),
+        vec![Action::Exit(ShutdownOutcome::Graceful)]
+    );
 }
