@@ -11,7 +11,7 @@ use server_core::{Bind, ListenerDrain, ListenerMode, ServerConfig};
 #[command(name = "server-cli", version, about)]
 pub struct Cli {
     /// Address or host name to bind (a name binds its first IPv4 address).
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value = "127.0.0.1", value_parser = parse_host)]
     pub host: String,
     /// Port to bind (0 picks a free one).
     #[arg(long, default_value_t = 8000)]
@@ -229,6 +229,14 @@ impl Cli {
         config.max_startup_failures = self.max_startup_failures;
         Ok(config)
     }
+}
+
+/// Accepts an IP address, or a host name that resolves now (a name that does not is a bad
+/// option, exit 2, not a failed start).
+fn parse_host(text: &str) -> Result<String, String> {
+    server_core::Bind::tcp_host(text, 0)
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Parses a non-negative number of seconds (fractions allowed), at most a day.

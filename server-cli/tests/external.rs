@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 use common::harness::{plan, run};
 use nix::sys::signal::Signal;
-use shutdown_harness::run::Disruption;
+use shutdown_harness::Disruption;
 use shutdown_harness::Scenario;
 
 fn fixture() -> String {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::harness::{plan, run};
 use common::{server_cli, RunningServer};
 use nix::sys::signal::Signal;
-use shutdown_harness::run::{Disruption, Expectation, ServerExit};
+use shutdown_harness::{Disruption, Expectation, ServerExit};
 use shutdown_harness::{Report, Scenario};
 
 fn assert_served_through(report: &Report, workers: usize) {

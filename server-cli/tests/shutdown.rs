@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::harness::{plan, plan_with, run};
 use common::{is_alive, server_cli, RunningServer};
 use nix::sys::signal::Signal;
-use shutdown_harness::run::{Disruption, ServerExit};
+use shutdown_harness::{Disruption, ServerExit};
 use shutdown_harness::{Report, Scenario, TrafficOverrides};
 
 fn exit_after(report: &Report) -> f64 {

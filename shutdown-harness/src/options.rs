@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use nix::sys::signal::Signal;
-use shutdown_harness::run::Disruption;
+use shutdown_harness::Disruption;
 use shutdown_harness::{Plan, Scenario, ServerCommand, TrafficOverrides};
 
 /// Launch a server, drive traffic at it, send it a signal, and classify every request.
@@ -119,7 +119,7 @@ impl Options {
                 .split(',')
                 .map(parse_disruption)
                 .collect::<anyhow::Result<Vec<_>>>()?,
-            None => vec![self.scenario.default_disruption()],
+            None => vec![Disruption::default_for(self.scenario)],
         };
         let duration = seconds("duration", self.duration)?;
         let signal_after = seconds("signal-after", self.signal_after)?;

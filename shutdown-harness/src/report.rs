@@ -1,80 +1,12 @@
-//! Counting, judging and printing a run.
+//! A judged run: the summary, every request, and the text printed at the end.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::outcome::Outcome;
-use crate::run::{Disruption, Expectation, Plan, RequestRecord, ServerExit};
-
-/// How soon after a worker's SIGKILL a failed request counts as in flight on that worker.
-pub const KILLED_IN_FLIGHT_WINDOW: f64 = 0.25;
-use crate::scenario::{Role, Scenario};
-
-/// Counts of one outcome before and after the signal.
-#[derive(Debug, Clone, Serialize)]
-pub struct Row {
-    /// The outcome (2xx folded into one row).
-    pub outcome: Outcome,
-    /// Its label.
-    pub label: String,
-    /// Requests started before the signal.
-    pub before_signal: usize,
-    /// Requests started at or after the signal.
-    pub after_signal: usize,
-}
-
-/// The verdict and the numbers behind it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    /// Traffic shape.
-    pub scenario: Scenario,
-    /// The server command as run.
-    pub server_command: Vec<String>,
-    /// Signal sent.
-    pub signal: String,
-    /// Seconds after traffic start when the signal was sent (the first one, if repeated).
-    pub signal_at: f64,
-    /// Every time the disruption was carried out, in seconds since traffic start.
-    pub disruptions: Vec<f64>,
-    /// What the server was expected to do.
-    pub expectation: Expectation,
-    /// Requests of ordinary clients.
-    pub total: usize,
-    /// Answered with 2xx.
-    pub ok: usize,
-    /// Refused (clean).
-    pub refused: usize,
-    /// Lost: anything but ok and refused.
-    pub dropped: usize,
-    /// Requests that were in flight on a worker the harness SIGKILLed (they fail by
-    /// construction; reported apart from drops): failed with a reset, EOF or partial
-    /// response within [`KILLED_IN_FLIGHT_WINDOW`] after the kill. A request may have
-    /// started just after `kill()` returned: the dying worker accepts until the kernel
-    /// actually stops it.
-    pub killed_in_flight: usize,
-    /// Slow requests (stuck on purpose) that did not complete: cut by the server's deadline.
-    pub slow_not_completed: usize,
-    /// Slow requests that completed.
-    pub slow_completed: usize,
-    /// Seconds from the signal to the first drop.
-    pub first_drop_after_signal: Option<f64>,
-    /// Seconds from the signal to the last drop.
-    pub last_drop_after_signal: Option<f64>,
-    /// Requests answered with 2xx per second before the signal (the harness's throughput).
-    pub ok_per_sec_before_signal: f64,
-    /// How the server ended.
-    pub server_exit: ServerExit,
-    /// Workers the server had at the end (when `--expect-workers` asked).
-    pub workers_at_end: Option<usize>,
-    /// Processes of the server's group still running after it exited.
-    pub orphans: Vec<u32>,
-    /// One row per outcome.
-    pub rows: Vec<Row>,
-    /// Why the run failed; empty when it passed.
-    pub failures: Vec<String>,
-}
+use crate::judge::{judge, Summary};
+use crate::observation::{Observation, RequestRecord, ServerExit};
+use crate::plan::Plan;
 
 /// The whole result: summary plus every request.
 #[derive(Debug, Clone, Serialize)]
@@ -88,103 +20,13 @@ pub struct Report {
 }
 
 impl Report {
-    /// Counts and judges the records of a run.
-    pub fn new(
-        plan: &Plan,
-        server_command: Vec<String>,
-        records: Vec<RequestRecord>,
-        disruptions: Vec<f64>,
-        server_exit: ServerExit,
-        orphans: Vec<u32>,
-    ) -> Self {
-        let signal_at = disruptions
-            .first()
-            .copied()
-            .unwrap_or(plan.signal_after.as_secs_f64());
-        let killed_in_flight = |r: &RequestRecord| {
-            plan.disruptions.contains(&Disruption::KillWorker)
-                && matches!(
-                    r.outcome,
-                    Outcome::Reset | Outcome::EofBeforeResponse | Outcome::PartialResponse
-                )
-                && disruptions
-                    .iter()
-                    .any(|&k| (k..k + KILLED_IN_FLIGHT_WINDOW).contains(&r.end))
-        };
-        let fast = || records.iter().filter(|r| r.role == Role::Fast);
-        let mut rows: BTreeMap<Outcome, (usize, usize)> = BTreeMap::new();
-        for r in fast() {
-            let row = rows.entry(r.outcome.row()).or_default();
-            if r.start < signal_at {
-                row.0 += 1;
-            } else {
-                row.1 += 1;
-            }
-        }
-        let drops: Vec<f64> = fast()
-            .filter(|r| r.outcome.is_drop() && !killed_in_flight(r))
-            .map(|r| r.end - signal_at)
-            .collect();
-        let slow: Vec<&RequestRecord> = records.iter().filter(|r| r.role == Role::Slow).collect();
-        let total = fast().count();
-        let duration = plan.duration.as_secs_f64();
-        let mut summary = Summary {
-            scenario: plan.scenario,
-            server_command,
-            signal: plan.disruption_label(),
-            signal_at,
-            disruptions: disruptions.clone(),
-            expectation: plan.expectation,
-            killed_in_flight: fast().filter(|r| killed_in_flight(r)).count(),
-            total,
-            ok: fast()
-                .filter(|r| matches!(r.outcome, Outcome::Ok(_)))
-                .count(),
-            refused: fast().filter(|r| r.outcome == Outcome::Refused).count(),
-            dropped: drops.len(),
-            slow_not_completed: slow.iter().filter(|r| r.outcome.is_drop()).count(),
-            slow_completed: slow
-                .iter()
-                .filter(|r| matches!(r.outcome, Outcome::Ok(_)))
-                .count(),
-            first_drop_after_signal: drops.iter().copied().reduce(f64::min),
-            last_drop_after_signal: drops.iter().copied().reduce(f64::max),
-            ok_per_sec_before_signal: fast()
-                .filter(|r| r.start < signal_at && matches!(r.outcome, Outcome::Ok(_)))
-                .count() as f64
-                / signal_at.max(0.001),
-            server_exit,
-            workers_at_end: None,
-            orphans,
-            rows: rows
-                .into_iter()
-                .map(|(outcome, (before, after))| Row {
-                    outcome,
-                    label: outcome.label(),
-                    before_signal: before,
-                    after_signal: after,
-                })
-                .collect(),
-            failures: Vec::new(),
-        };
-        summary.failures = judge(&summary, plan);
+    /// Judges an observation against its plan.
+    pub fn new(plan: &Plan, observation: Observation) -> Self {
+        let summary = judge(plan, &observation);
         Self {
             summary,
-            requests: records,
-            duration,
-        }
-    }
-
-    /// Adds a failure when the server did not have the expected number of workers at the
-    /// end (`workers` is what it had, when it was checked).
-    pub fn check_workers_at_end(&mut self, plan: &Plan, workers: Option<usize>) {
-        if let (Some(expected), Some(found)) = (plan.expect_workers, workers) {
-            self.summary.workers_at_end = Some(found);
-            if found != expected {
-                self.summary
-                    .failures
-                    .push(format!("{found} workers at the end, expected {expected}"));
-            }
+            requests: observation.records,
+            duration: plan.duration.as_secs_f64(),
         }
     }
 
@@ -205,58 +47,9 @@ impl Report {
         );
         let times: Vec<String> = s.disruptions.iter().map(|t| format!("{t:.2}")).collect();
         let _ = writeln!(out, "signal: {} at {} s", s.signal, times.join(", "));
-        let _ = writeln!(
-            out,
-            "{:<22} {:>14} {:>14}",
-            "outcome", "before signal", "after signal"
-        );
-        for row in &s.rows {
-            let mark = if row.outcome.is_drop() {
-                "  <- drop"
-            } else {
-                ""
-            };
-            let _ = writeln!(
-                out,
-                "{:<22} {:>14} {:>14}{mark}",
-                row.label, row.before_signal, row.after_signal
-            );
-        }
-        if let (Some(first), Some(last)) = (s.first_drop_after_signal, s.last_drop_after_signal) {
-            let _ = writeln!(
-                out,
-                "drops from {first:+.3} s to {last:+.3} s after the signal"
-            );
-        }
-        if s.killed_in_flight > 0 {
-            let _ = writeln!(
-                out,
-                "in flight on the killed worker (failed by construction, not counted as drops): {}",
-                s.killed_in_flight
-            );
-        }
-        if s.slow_completed + s.slow_not_completed > 0 {
-            let _ = writeln!(
-                out,
-                "slow requests: {} completed, {} cut short (by the server's graceful deadline)",
-                s.slow_completed, s.slow_not_completed
-            );
-        }
-        let exit = match &s.server_exit {
-            ServerExit::Exited {
-                after_signal,
-                status,
-            } => format!("exited {after_signal:.3} s after the signal ({status})"),
-            ServerExit::ExitedBeforeSignal { status } => {
-                format!("exited before the signal ({status})")
-            }
-            ServerExit::DidNotExit => "did not exit in time; killed".into(),
-            ServerExit::KeptServing => "kept serving through the signal".into(),
-            ServerExit::HandedOver { after_signal } => format!(
-                "handed over: the old parent exited {after_signal:.3} s after the signal, the new generation served on"
-            ),
-        };
-        let _ = writeln!(out, "server: {exit}");
+        write_table(&mut out, s);
+        write_notes(&mut out, s);
+        let _ = writeln!(out, "server: {}", describe_exit(&s.server_exit));
         if let Some(n) = s.workers_at_end {
             let _ = writeln!(out, "workers at the end: {n}");
         }
@@ -266,14 +59,20 @@ impl Report {
         for failure in &s.failures {
             let _ = writeln!(out, "FAIL: {failure}");
         }
+        out.push_str(&self.last_line());
+        out
+    }
+
+    /// The line scripts read: `dropped=N ok=N ... verdict=PASS`.
+    pub fn last_line(&self) -> String {
+        let s = &self.summary;
         let exit_after = match &s.server_exit {
             ServerExit::Exited { after_signal, .. } | ServerExit::HandedOver { after_signal } => {
                 format!("{after_signal:.3}s")
             }
             _ => "-".into(),
         };
-        let _ = write!(
-            out,
+        format!(
             "dropped={} ok={} refused={} total={} ok_rps_before_signal={:.0} exit_after={exit_after} verdict={}",
             s.dropped,
             s.ok,
@@ -281,48 +80,69 @@ impl Report {
             s.total,
             s.ok_per_sec_before_signal,
             if self.passed() { "PASS" } else { "FAIL" }
-        );
-        out
+        )
     }
 }
 
-fn judge(s: &Summary, plan: &Plan) -> Vec<String> {
-    let mut failures = Vec::new();
-    if s.dropped > 0 {
-        failures.push(format!("{} requests dropped", s.dropped));
+/// One row per outcome, before and after the signal; drops are marked.
+fn write_table(out: &mut String, s: &Summary) {
+    let _ = writeln!(
+        out,
+        "{:<22} {:>14} {:>14}",
+        "outcome", "before signal", "after signal"
+    );
+    for row in &s.rows {
+        let mark = if row.outcome.is_drop() {
+            "  <- drop"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "{:<22} {:>14} {:>14}{mark}",
+            row.label, row.before_signal, row.after_signal
+        );
     }
-    if s.ok == 0 {
-        failures.push("no request was answered".into());
+}
+
+/// When the drops happened, and the requests reported apart from drops.
+fn write_notes(out: &mut String, s: &Summary) {
+    if let (Some(first), Some(last)) = (s.first_drop_after_signal, s.last_drop_after_signal) {
+        let _ = writeln!(
+            out,
+            "drops from {first:+.3} s to {last:+.3} s after the signal"
+        );
     }
-    if !s.orphans.is_empty() {
-        failures.push(format!("{} processes left behind", s.orphans.len()));
+    if s.killed_in_flight > 0 {
+        let _ = writeln!(
+            out,
+            "in flight on the killed worker (failed by construction, not counted as drops): {}",
+            s.killed_in_flight
+        );
     }
-    let max_exit = plan.max_exit_after.as_secs_f64();
-    match (&s.server_exit, plan.expectation) {
-        (ServerExit::ExitedBeforeSignal { status }, _) => {
-            failures.push(format!("the server exited before the signal ({status})"));
+    if s.slow_completed + s.slow_not_completed > 0 {
+        let _ = writeln!(
+            out,
+            "slow requests: {} completed, {} cut short (by the server's graceful deadline)",
+            s.slow_completed, s.slow_not_completed
+        );
+    }
+}
+
+/// How the server ended, in words.
+fn describe_exit(exit: &ServerExit) -> String {
+    match exit {
+        ServerExit::Exited {
+            after_signal,
+            status,
+        } => format!("exited {after_signal:.3} s after the signal ({status})"),
+        ServerExit::ExitedBeforeSignal { status } => {
+            format!("exited before the signal ({status})")
         }
-        (ServerExit::DidNotExit, _) => failures.push(format!(
-            "the server did not exit within {max_exit:.1} s of the signal"
-        )),
-        (ServerExit::Exited { after_signal, .. }, Expectation::Exits) => {
-            if *after_signal > max_exit {
-                failures.push(format!("the server took {after_signal:.3} s to exit"));
-            }
-        }
-        (ServerExit::Exited { after_signal, .. }, _) => failures.push(format!(
-            "the server exited {after_signal:.3} s after {} instead of serving on",
-            s.signal
-        )),
-        (ServerExit::KeptServing, Expectation::KeepsServing)
-        | (ServerExit::HandedOver { .. }, Expectation::HandsOver) => {}
-        (other, expected) => failures.push(format!("expected {expected:?}, got {other:?}")),
+        ServerExit::DidNotExit => "did not exit in time; killed".into(),
+        ServerExit::KeptServing => "kept serving through the signal".into(),
+        ServerExit::HandedOver { after_signal } => format!(
+            "handed over: the old parent exited {after_signal:.3} s after the signal, the new generation served on"
+        ),
     }
-    if plan.expectation != Expectation::Exits && s.refused > 0 {
-        failures.push(format!(
-            "{} connections refused while the server should have kept serving",
-            s.refused
-        ));
-    }
-    failures
 }

@@ -1,23 +1,22 @@
-//! One harness run: launch, wait until ready, drive traffic, signal, watch the exit.
+//! One harness run, its I/O only: launch, wait until ready, drive traffic, disrupt, watch
+//! the exit, and record it all as an [`Observation`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde::Serialize;
 use tokio::process::Child;
 use tokio::task::JoinSet;
 
 use crate::client::{send, Connection, RequestSpec};
 use crate::error::HarnessError;
-use crate::launcher::{
-    children_of, free_port, kill_group, launch, live_group_members, ServerCommand,
-};
+use crate::launcher::{children_of, free_port, kill_group, launch, live_group_members};
+use crate::observation::{Observation, RequestRecord, ServerExit};
 use crate::outcome::Outcome;
+use crate::plan::{Disruption, Expectation, Plan};
 use crate::report::Report;
-use crate::scenario::{ClientGroup, Role, Scenario};
+use crate::scenario::{ClientGroup, Role};
 
 /// Most requests one client may send in a run (every loop is bounded in count as well as
 /// in time).
@@ -31,160 +30,15 @@ const ORPHAN_GRACE: Duration = Duration::from_secs(1);
 /// Port of a server command without `{port}` when `--port` is not given (uvicorn's default).
 const DEFAULT_PORT: u16 = 8000;
 
-/// Everything a run needs.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// The traffic shape (for the report).
-    pub scenario: Scenario,
-    /// The server under test.
-    pub server: ServerCommand,
-    /// Port to use when the command has no `{port}`.
-    pub port: Option<u16>,
-    /// What to do to the server; with repeats, the sequence is cycled (e.g. TTOU, TTIN).
-    pub disruptions: Vec<Disruption>,
-    /// When to do it first, after traffic starts.
-    pub signal_after: Duration,
-    /// Do it again this often until traffic ends (e.g. HUP every 2 s).
-    pub repeat_every: Option<Duration>,
-    /// How long traffic runs in all.
-    pub duration: Duration,
-    /// The clients.
-    pub clients: Vec<ClientGroup>,
-    /// Workers (children of the launched process) the server must have at the end, when it
-    /// is expected to keep serving.
-    pub expect_workers: Option<usize>,
-    /// Longest acceptable time from the signal to the server's exit.
-    pub max_exit_after: Duration,
-    /// Longest wait for the server to answer its first request.
-    pub ready_timeout: Duration,
-    /// What the server should do after the disruption.
-    pub expectation: Expectation,
-    /// Where the server's output goes.
-    pub server_log: PathBuf,
-}
-
-/// What the harness does to the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disruption {
-    /// Send this signal to the launched process.
-    Signal(Signal),
-    /// SIGKILL one worker (a child of the launched process).
-    KillWorker,
-    /// Nothing: traffic only (e.g. to watch request-quota recycling).
-    Nothing,
-}
-
-impl Disruption {
-    /// What a well-behaved server does after it: TERM, INT and QUIT stop it; HUP, TTIN,
-    /// TTOU and a killed worker leave it serving; USR2 hands over to a new parent.
-    pub fn expectation(self) -> Expectation {
-        match self {
-            Disruption::Signal(Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) => {
-                Expectation::Exits
-            }
-            Disruption::Signal(Signal::SIGUSR2) => Expectation::HandsOver,
-            Disruption::Signal(_) | Disruption::KillWorker | Disruption::Nothing => {
-                Expectation::KeepsServing
-            }
-        }
-    }
-
-    /// The strongest expectation of a sequence: any stop means the server must exit.
-    pub fn expectation_of(sequence: &[Disruption]) -> Expectation {
-        let all: Vec<Expectation> = sequence.iter().map(|d| d.expectation()).collect();
-        if all.contains(&Expectation::Exits) {
-            Expectation::Exits
-        } else if all.contains(&Expectation::HandsOver) {
-            Expectation::HandsOver
-        } else {
-            Expectation::KeepsServing
-        }
-    }
-
-    /// Its name in reports.
-    pub fn label(self) -> String {
-        match self {
-            Disruption::Signal(signal) => signal.to_string(),
-            Disruption::KillWorker => "SIGKILL to one worker".into(),
-            Disruption::Nothing => "nothing".into(),
-        }
-    }
-}
-
-impl Plan {
-    /// The `index`-th disruption of the cycled sequence.
-    pub fn disruption_at(&self, index: usize) -> Disruption {
-        if self.disruptions.is_empty() {
-            return Disruption::Nothing;
-        }
-        self.disruptions[index % self.disruptions.len()]
-    }
-
-    /// The sequence's name in reports.
-    pub fn disruption_label(&self) -> String {
-        let labels: Vec<String> = self.disruptions.iter().map(|d| d.label()).collect();
-        labels.join(",")
-    }
-}
-
-/// What the server should do after the disruption.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Expectation {
-    /// Exit by itself, in time.
-    Exits,
-    /// Keep serving, refusing nothing.
-    KeepsServing,
-    /// The launched parent exits; its successor serves on, refusing nothing.
-    HandsOver,
-}
-
-/// One request as the harness saw it. Times are seconds since traffic started.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct RequestRecord {
-    /// Which client sent it.
-    pub client: u32,
-    /// Whether its failure counts as a drop.
-    pub role: Role,
-    /// When it started.
-    pub start: f64,
-    /// When its outcome was known.
-    pub end: f64,
-    /// How it ended.
-    pub outcome: Outcome,
-}
-
-/// How the server process ended.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum ServerExit {
-    /// It exited by itself after the signal.
-    Exited {
-        /// Seconds after the signal.
-        after_signal: f64,
-        /// Exit status, or the signal that killed it.
-        status: String,
-    },
-    /// It exited before the signal was sent.
-    ExitedBeforeSignal {
-        /// Exit status.
-        status: String,
-    },
-    /// It was still running when the harness gave up waiting, and was killed.
-    DidNotExit,
-    /// It kept running through the disruption (reload, scaling, a killed worker), and was
-    /// then stopped.
-    KeptServing,
-    /// Binary upgrade: the launched parent exited after handing the socket to a new
-    /// generation, which kept serving (and was then stopped).
-    HandedOver {
-        /// Seconds from the signal to the old parent's exit.
-        after_signal: f64,
-    },
-}
-
-/// Runs the plan and returns the report.
+/// Runs the plan and returns the report: [`observe`] then [`Report::new`].
 pub async fn run(plan: &Plan) -> Result<Report, HarnessError> {
+    let observation = observe(plan).await?;
+    Ok(Report::new(plan, observation))
+}
+
+/// Launches the server, drives the traffic, disrupts, and records what happened. No
+/// judgement here: that is [`crate::judge`]'s.
+pub async fn observe(plan: &Plan) -> Result<Observation, HarnessError> {
     let port = match plan.port {
         Some(port) => port,
         None if plan.server.has_port_placeholder() => {
@@ -204,51 +58,91 @@ pub async fn run(plan: &Plan) -> Result<Report, HarnessError> {
 
     let started = Instant::now();
     let traffic_end = started + plan.duration;
+    let clients = start_clients(plan, addr, started, traffic_end);
+    let (exit, disruptions) = disrupt_and_watch(&mut child, plan, pid, started, traffic_end).await;
+    let records = collect(clients).await;
+    let workers_at_end = match (&exit, plan.expect_workers) {
+        (ServerExit::KeptServing, Some(n)) => Some(wait_for_workers(pid, n).await),
+        _ => None,
+    };
+    let (orphans, final_stop_failed) = end_server(&mut child, plan, pid, &exit).await;
+    Ok(Observation {
+        server_command: argv,
+        records,
+        disruptions,
+        exit,
+        orphans,
+        workers_at_end,
+        final_stop_failed,
+    })
+}
+
+/// Starts every client of the plan.
+fn start_clients(
+    plan: &Plan,
+    addr: SocketAddr,
+    started: Instant,
+    traffic_end: Instant,
+) -> JoinSet<Vec<RequestRecord>> {
     let mut clients = JoinSet::new();
-    let mut next_id = 0u32;
-    for group in &plan.clients {
-        for _ in 0..group.count {
-            clients.spawn(client_loop(
-                next_id,
-                group.clone(),
-                addr,
-                started,
-                traffic_end,
-            ));
-            next_id += 1;
-        }
+    let groups = plan
+        .clients
+        .iter()
+        .flat_map(|group| std::iter::repeat_n(group, group.count));
+    for (id, group) in (0u32..).zip(groups) {
+        clients.spawn(client_loop(id, group.clone(), addr, started, traffic_end));
     }
+    clients
+}
 
-    let first_at = started + plan.signal_after;
-    let early_exit = tokio::select! {
-        status = child.wait() => Some(status),
-        () = tokio::time::sleep_until(first_at.into()) => None,
-    };
-    let mut disruptions = Vec::new();
-    let exit = match early_exit {
-        Some(status) => ServerExit::ExitedBeforeSignal {
-            status: describe(status),
-        },
-        None => {
-            let sent_at = Instant::now();
-            disruptions.push(disrupt(plan.disruption_at(0), pid, started));
-            let (mut repeats, exited_early) =
-                repeat_disruption(&mut child, plan, pid, started, traffic_end).await;
-            disruptions.append(&mut repeats);
-            watch_exit(&mut child, plan, sent_at, traffic_end, exited_early).await
-        }
-    };
-
+/// Every client's records, once traffic has ended.
+async fn collect(mut clients: JoinSet<Vec<RequestRecord>>) -> Vec<RequestRecord> {
     let mut records = Vec::new();
     while let Some(done) = clients.join_next().await {
         if let Ok(mut r) = done {
             records.append(&mut r);
         }
     }
-    let workers_at_end = match (&exit, plan.expect_workers) {
-        (ServerExit::KeptServing, Some(n)) => Some(wait_for_workers(pid, n).await),
-        _ => None,
+    records
+}
+
+/// Waits for the first disruption's time, carries out the disruptions, and watches how
+/// the server ends; returns that and when each disruption happened.
+async fn disrupt_and_watch(
+    child: &mut Child,
+    plan: &Plan,
+    pid: u32,
+    started: Instant,
+    traffic_end: Instant,
+) -> (ServerExit, Vec<f64>) {
+    let first_at = started + plan.signal_after;
+    let early_exit = tokio::select! {
+        status = child.wait() => Some(status),
+        () = tokio::time::sleep_until(first_at.into()) => None,
     };
+    if let Some(status) = early_exit {
+        let exit = ServerExit::ExitedBeforeSignal {
+            status: describe(status),
+        };
+        return (exit, Vec::new());
+    }
+    let sent_at = Instant::now();
+    let mut disruptions = vec![disrupt(plan.disruption_at(0), pid, started)];
+    let (mut repeats, exited_early) =
+        repeat_disruption(child, plan, pid, started, traffic_end).await;
+    disruptions.append(&mut repeats);
+    let exit = watch_exit(child, plan, sent_at, traffic_end, exited_early).await;
+    (exit, disruptions)
+}
+
+/// Stops what is left of the server after the traffic; returns the processes it left
+/// behind and whether a final SIGTERM failed to stop a server that kept serving.
+async fn end_server(
+    child: &mut Child,
+    plan: &Plan,
+    pid: u32,
+    exit: &ServerExit,
+) -> (Vec<u32>, bool) {
     let mut orphans = Vec::new();
     let mut final_stop_failed = false;
     match exit {
@@ -277,15 +171,7 @@ pub async fn run(plan: &Plan) -> Result<Report, HarnessError> {
     if !orphans.is_empty() {
         kill_group(pid);
     }
-    let mut report = Report::new(plan, argv, records, disruptions, exit, orphans);
-    report.check_workers_at_end(plan, workers_at_end);
-    if final_stop_failed {
-        report.summary.failures.push(format!(
-            "the server did not exit within {:.1} s of the final SIGTERM",
-            plan.max_exit_after.as_secs_f64()
-        ));
-    }
-    Ok(report)
+    (orphans, final_stop_failed)
 }
 
 /// Carries out the disruption once; returns when, in seconds since traffic started.

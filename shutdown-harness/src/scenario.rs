@@ -6,7 +6,6 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use crate::client::RequestSpec;
-use crate::run::Disruption;
 
 /// A traffic shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -75,14 +74,6 @@ fn get(path: &str, connect_timeout: Duration, request_timeout: Duration) -> Requ
 }
 
 impl Scenario {
-    /// What this scenario does to the server by default.
-    pub fn default_disruption(self) -> Disruption {
-        match self {
-            Scenario::Reload => Disruption::Signal(nix::sys::signal::Signal::SIGHUP),
-            _ => Disruption::Signal(nix::sys::signal::Signal::SIGTERM),
-        }
-    }
-
     /// The clients of this scenario.
     pub fn clients(self, overrides: TrafficOverrides) -> Vec<ClientGroup> {
         let ms = Duration::from_millis;

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::observation::ServerExit;
 use crate::outcome::Outcome;
 use crate::report::Report;
-use crate::run::ServerExit;
 
 const WIDTH: f64 = 1000.0;
 const LEFT: f64 = 170.0;

@@ -38,7 +38,7 @@ pub fn plan_with(
         scenario,
         server: ServerCommand { argv },
         port: None,
-        disruptions: vec![scenario.default_disruption()],
+        disruptions: vec![shutdown_harness::Disruption::default_for(scenario)],
         expect_workers: None,
         signal_after: Duration::from_secs_f64(signal_after),
         repeat_every: None,
@@ -46,7 +46,7 @@ pub fn plan_with(
         clients: scenario.clients(overrides),
         max_exit_after: Duration::from_secs(15),
         ready_timeout: Duration::from_secs(20),
-        expectation: scenario.default_disruption().expectation(),
+        expectation: shutdown_harness::Disruption::default_for(scenario).expectation(),
         server_log: std::env::temp_dir().join(format!(
             "server-cli-test-{}-{}.log",
             std::process::id(),

@@ -1,0 +1,212 @@
+//! The verdict of a run, without any I/O: [`judge`] counts what was observed and says
+//! what went wrong, from the plan and the observation alone, so every rule is unit-tested.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::observation::{Observation, RequestRecord, ServerExit};
+use crate::outcome::Outcome;
+use crate::plan::{Disruption, Expectation, Plan};
+use crate::scenario::{Role, Scenario};
+
+/// How soon after a worker's SIGKILL a failed request counts as in flight on that worker.
+pub const KILLED_IN_FLIGHT_WINDOW: f64 = 0.25;
+
+/// Counts of one outcome before and after the signal.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// The outcome (2xx folded into one row).
+    pub outcome: Outcome,
+    /// Its label.
+    pub label: String,
+    /// Requests started before the signal.
+    pub before_signal: usize,
+    /// Requests started at or after the signal.
+    pub after_signal: usize,
+}
+
+/// The verdict and the numbers behind it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Traffic shape.
+    pub scenario: Scenario,
+    /// The server command as run.
+    pub server_command: Vec<String>,
+    /// Signal sent.
+    pub signal: String,
+    /// Seconds after traffic start when the signal was sent (the first one, if repeated).
+    pub signal_at: f64,
+    /// Every time the disruption was carried out, in seconds since traffic start.
+    pub disruptions: Vec<f64>,
+    /// What the server was expected to do.
+    pub expectation: Expectation,
+    /// Requests of ordinary clients.
+    pub total: usize,
+    /// Answered with 2xx.
+    pub ok: usize,
+    /// Refused (clean).
+    pub refused: usize,
+    /// Lost: anything but ok and refused.
+    pub dropped: usize,
+    /// Requests that were in flight on a worker the harness SIGKILLed (they fail by
+    /// construction; reported apart from drops): failed with a reset, EOF or partial
+    /// response within [`KILLED_IN_FLIGHT_WINDOW`] after the kill. A request may have
+    /// started just after `kill()` returned: the dying worker accepts until the kernel
+    /// actually stops it.
+    pub killed_in_flight: usize,
+    /// Slow requests (stuck on purpose) that did not complete: cut by the server's deadline.
+    pub slow_not_completed: usize,
+    /// Slow requests that completed.
+    pub slow_completed: usize,
+    /// Seconds from the signal to the first drop.
+    pub first_drop_after_signal: Option<f64>,
+    /// Seconds from the signal to the last drop.
+    pub last_drop_after_signal: Option<f64>,
+    /// Requests answered with 2xx per second before the signal (the harness's throughput).
+    pub ok_per_sec_before_signal: f64,
+    /// How the server ended.
+    pub server_exit: ServerExit,
+    /// Workers the server had at the end (when `--expect-workers` asked).
+    pub workers_at_end: Option<usize>,
+    /// Processes of the server's group still running after it exited.
+    pub orphans: Vec<u32>,
+    /// One row per outcome.
+    pub rows: Vec<Row>,
+    /// Why the run failed; empty when it passed.
+    pub failures: Vec<String>,
+}
+
+/// Counts what was observed and judges it against the plan. The only place that decides
+/// whether a run failed.
+pub fn judge(plan: &Plan, observation: &Observation) -> Summary {
+    let records = &observation.records;
+    let disruptions = &observation.disruptions;
+    let signal_at = disruptions
+        .first()
+        .copied()
+        .unwrap_or(plan.signal_after.as_secs_f64());
+    let killed_in_flight = |r: &RequestRecord| {
+        plan.disruptions.contains(&Disruption::KillWorker)
+            && matches!(
+                r.outcome,
+                Outcome::Reset | Outcome::EofBeforeResponse | Outcome::PartialResponse
+            )
+            && disruptions
+                .iter()
+                .any(|&k| (k..k + KILLED_IN_FLIGHT_WINDOW).contains(&r.end))
+    };
+    let fast = || records.iter().filter(|r| r.role == Role::Fast);
+    let mut rows: BTreeMap<Outcome, (usize, usize)> = BTreeMap::new();
+    for r in fast() {
+        let row = rows.entry(r.outcome.row()).or_default();
+        if r.start < signal_at {
+            row.0 += 1;
+        } else {
+            row.1 += 1;
+        }
+    }
+    let drops: Vec<f64> = fast()
+        .filter(|r| r.outcome.is_drop() && !killed_in_flight(r))
+        .map(|r| r.end - signal_at)
+        .collect();
+    let slow: Vec<&RequestRecord> = records.iter().filter(|r| r.role == Role::Slow).collect();
+    let total = fast().count();
+    let mut summary = Summary {
+        scenario: plan.scenario,
+        server_command: observation.server_command.clone(),
+        signal: plan.disruption_label(),
+        signal_at,
+        disruptions: disruptions.clone(),
+        expectation: plan.expectation,
+        killed_in_flight: fast().filter(|r| killed_in_flight(r)).count(),
+        total,
+        ok: fast()
+            .filter(|r| matches!(r.outcome, Outcome::Ok(_)))
+            .count(),
+        refused: fast().filter(|r| r.outcome == Outcome::Refused).count(),
+        dropped: drops.len(),
+        slow_not_completed: slow.iter().filter(|r| r.outcome.is_drop()).count(),
+        slow_completed: slow
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Ok(_)))
+            .count(),
+        first_drop_after_signal: drops.iter().copied().reduce(f64::min),
+        last_drop_after_signal: drops.iter().copied().reduce(f64::max),
+        ok_per_sec_before_signal: fast()
+            .filter(|r| r.start < signal_at && matches!(r.outcome, Outcome::Ok(_)))
+            .count() as f64
+            / signal_at.max(0.001),
+        server_exit: observation.exit.clone(),
+        workers_at_end: observation.workers_at_end,
+        orphans: observation.orphans.clone(),
+        rows: rows
+            .into_iter()
+            .map(|(outcome, (before, after))| Row {
+                outcome,
+                label: outcome.label(),
+                before_signal: before,
+                after_signal: after,
+            })
+            .collect(),
+        failures: Vec::new(),
+    };
+    summary.failures = failures(&summary, plan, observation);
+    summary
+}
+
+/// Why the run failed, from the counts and the plan; empty when it passed.
+fn failures(s: &Summary, plan: &Plan, observation: &Observation) -> Vec<String> {
+    let mut failures = Vec::new();
+    if s.dropped > 0 {
+        failures.push(format!("{} requests dropped", s.dropped));
+    }
+    if s.ok == 0 {
+        failures.push("no request was answered".into());
+    }
+    if !s.orphans.is_empty() {
+        failures.push(format!("{} processes left behind", s.orphans.len()));
+    }
+    let max_exit = plan.max_exit_after.as_secs_f64();
+    match (&s.server_exit, plan.expectation) {
+        (ServerExit::ExitedBeforeSignal { status }, _) => {
+            failures.push(format!("the server exited before the signal ({status})"));
+        }
+        (ServerExit::DidNotExit, _) => failures.push(format!(
+            "the server did not exit within {max_exit:.1} s of the signal"
+        )),
+        (ServerExit::Exited { after_signal, .. }, Expectation::Exits) => {
+            if *after_signal > max_exit {
+                failures.push(format!("the server took {after_signal:.3} s to exit"));
+            }
+        }
+        (ServerExit::Exited { after_signal, .. }, _) => failures.push(format!(
+            "the server exited {after_signal:.3} s after {} instead of serving on",
+            s.signal
+        )),
+        (ServerExit::KeptServing, Expectation::KeepsServing)
+        | (ServerExit::HandedOver { .. }, Expectation::HandsOver) => {}
+        (other, expected) => failures.push(format!("expected {expected:?}, got {other:?}")),
+    }
+    if plan.expectation != Expectation::Exits && s.refused > 0 {
+        failures.push(format!(
+            "{} connections refused while the server should have kept serving",
+            s.refused
+        ));
+    }
+    if let (Some(expected), Some(found)) = (plan.expect_workers, s.workers_at_end) {
+        if found != expected {
+            failures.push(format!("{found} workers at the end, expected {expected}"));
+        }
+    }
+    if observation.final_stop_failed {
+        failures.push(format!(
+            "the server did not exit within {:.1} s of the final SIGTERM",
+            plan.max_exit_after.as_secs_f64()
+        ));
+    }
+    failures
+}
+
+#[cfg(test)]
+mod tests;

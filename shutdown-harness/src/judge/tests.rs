@@ -1,0 +1,165 @@
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::*;
+use crate::launcher::ServerCommand;
+use crate::outcome::Outcome;
+
+fn plan(disruptions: Vec<Disruption>) -> Plan {
+    let scenario = Scenario::Seed;
+    Plan {
+        scenario,
+        server: ServerCommand {
+            argv: vec!["server".into()],
+        },
+        port: None,
+        expectation: Disruption::expectation_of(&disruptions),
+        disruptions,
+        signal_after: Duration::from_secs(1),
+        repeat_every: None,
+        duration: Duration::from_secs(3),
+        clients: Vec::new(),
+        expect_workers: None,
+        max_exit_after: Duration::from_secs(10),
+        ready_timeout: Duration::from_secs(5),
+        server_log: "/dev/null".into(),
+    }
+}
+
+fn request(start: f64, end: f64, outcome: Outcome) -> RequestRecord {
+    RequestRecord {
+        client: 0,
+        role: Role::Fast,
+        start,
+        end,
+        outcome,
+    }
+}
+
+fn observed(records: Vec<RequestRecord>, exit: ServerExit) -> Observation {
+    Observation {
+        server_command: vec!["server".into()],
+        records,
+        disruptions: vec![1.0],
+        exit,
+        orphans: Vec::new(),
+        workers_at_end: None,
+        final_stop_failed: false,
+    }
+}
+
+fn exited(after_signal: f64) -> ServerExit {
+    ServerExit::Exited {
+        after_signal,
+        status: "exit status: 0".into(),
+    }
+}
+
+const TERM: Disruption = Disruption::Signal(Signal::SIGTERM);
+const HUP: Disruption = Disruption::Signal(Signal::SIGHUP);
+
+#[test]
+fn answered_and_refused_requests_around_a_timely_exit_pass() {
+    let records = vec![
+        request(0.5, 0.51, Outcome::Ok(200)),
+        request(1.2, 1.2, Outcome::Refused),
+    ];
+    let summary = judge(&plan(vec![TERM]), &observed(records, exited(0.01)));
+    assert_eq!(summary.failures, Vec::<String>::new());
+    assert_eq!((summary.ok, summary.refused, summary.dropped), (1, 1, 0));
+    assert_eq!(summary.rows.len(), 2);
+}
+
+#[test]
+fn any_failure_other_than_a_refusal_is_a_drop_and_fails_the_run() {
+    let records = vec![
+        request(0.5, 0.51, Outcome::Ok(200)),
+        request(1.1, 2.1, Outcome::RequestTimeout),
+        request(1.2, 1.3, Outcome::Reset),
+    ];
+    let summary = judge(&plan(vec![TERM]), &observed(records, exited(0.5)));
+    assert_eq!(summary.dropped, 2);
+    assert_eq!(summary.failures, vec!["2 requests dropped".to_string()]);
+    assert_eq!(summary.first_drop_after_signal, Some(0.30000000000000004));
+}
+
+#[test]
+fn a_refusal_fails_a_run_where_the_server_must_keep_serving() {
+    let records = vec![
+        request(0.5, 0.51, Outcome::Ok(200)),
+        request(1.5, 1.5, Outcome::Refused),
+    ];
+    let summary = judge(
+        &plan(vec![HUP]),
+        &observed(records, ServerExit::KeptServing),
+    );
+    assert_eq!(
+        summary.failures,
+        vec!["1 connections refused while the server should have kept serving".to_string()]
+    );
+}
+
+#[test]
+fn requests_on_a_killed_worker_are_reported_apart_within_the_window_only() {
+    let records = vec![
+        request(0.5, 0.51, Outcome::Ok(200)),
+        request(0.9, 1.1, Outcome::Reset),
+        request(1.5, 1.6, Outcome::Reset),
+    ];
+    let plan = plan(vec![Disruption::KillWorker]);
+    let summary = judge(&plan, &observed(records, ServerExit::KeptServing));
+    assert_eq!((summary.killed_in_flight, summary.dropped), (1, 1));
+}
+
+#[test]
+fn the_exit_must_match_the_expectation_and_come_in_time() {
+    let ok = || vec![request(0.5, 0.51, Outcome::Ok(200))];
+    let late = judge(&plan(vec![TERM]), &observed(ok(), exited(12.0)));
+    assert_eq!(
+        late.failures,
+        vec!["the server took 12.000 s to exit".to_string()]
+    );
+    let gone = judge(&plan(vec![HUP]), &observed(ok(), exited(0.2)));
+    assert_eq!(
+        gone.failures,
+        vec!["the server exited 0.200 s after SIGHUP instead of serving on".to_string()]
+    );
+    let stuck = judge(&plan(vec![TERM]), &observed(ok(), ServerExit::DidNotExit));
+    assert_eq!(
+        stuck.failures,
+        vec!["the server did not exit within 10.0 s of the signal".to_string()]
+    );
+}
+
+#[test]
+fn workers_at_the_end_orphans_and_a_failed_final_stop_are_failures() {
+    let mut plan = plan(vec![HUP]);
+    plan.expect_workers = Some(2);
+    let mut observation = observed(
+        vec![request(0.5, 0.51, Outcome::Ok(200))],
+        ServerExit::KeptServing,
+    );
+    observation.workers_at_end = Some(3);
+    observation.orphans = vec![42];
+    observation.final_stop_failed = true;
+    let summary = judge(&plan, &observation);
+    assert_eq!(
+        summary.failures,
+        vec![
+            "1 processes left behind".to_string(),
+            "3 workers at the end, expected 2".to_string(),
+            "the server did not exit within 10.0 s of the final SIGTERM".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn a_run_where_nothing_was_answered_fails() {
+    let records = vec![request(1.5, 1.5, Outcome::Refused)];
+    let summary = judge(&plan(vec![TERM]), &observed(records, exited(0.01)));
+    assert_eq!(
+        summary.failures,
+        vec!["no request was answered".to_string()]
+    );
+}

@@ -1,0 +1,70 @@
+//! What happened in a run, as the harness saw it: every request, every disruption, and
+//! how the server ended. Gathered by the run (I/O), judged by [`crate::judge`].
+
+use serde::Serialize;
+
+use crate::outcome::Outcome;
+use crate::scenario::Role;
+
+/// One request as the harness saw it. Times are seconds since traffic started.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RequestRecord {
+    /// Which client sent it.
+    pub client: u32,
+    /// Whether its failure counts as a drop.
+    pub role: Role,
+    /// When it started.
+    pub start: f64,
+    /// When its outcome was known.
+    pub end: f64,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// How the server process ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ServerExit {
+    /// It exited by itself after the signal.
+    Exited {
+        /// Seconds after the signal.
+        after_signal: f64,
+        /// Exit status, or the signal that killed it.
+        status: String,
+    },
+    /// It exited before the signal was sent.
+    ExitedBeforeSignal {
+        /// Exit status.
+        status: String,
+    },
+    /// It was still running when the harness gave up waiting, and was killed.
+    DidNotExit,
+    /// It kept running through the disruption (reload, scaling, a killed worker), and was
+    /// then stopped.
+    KeptServing,
+    /// Binary upgrade: the launched parent exited after handing the socket to a new
+    /// generation, which kept serving (and was then stopped).
+    HandedOver {
+        /// Seconds from the signal to the old parent's exit.
+        after_signal: f64,
+    },
+}
+
+/// Everything a run observed.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// The server command as run (`{port}` replaced).
+    pub server_command: Vec<String>,
+    /// Every request, in the order clients finished.
+    pub records: Vec<RequestRecord>,
+    /// When each disruption was carried out, in seconds since traffic started.
+    pub disruptions: Vec<f64>,
+    /// How the server ended.
+    pub exit: ServerExit,
+    /// Processes of the server's group still running after it exited.
+    pub orphans: Vec<u32>,
+    /// Workers the server had at the end (counted when the plan expects a number).
+    pub workers_at_end: Option<usize>,
+    /// The final SIGTERM of a server that kept serving did not stop it in time.
+    pub final_stop_failed: bool,
+}

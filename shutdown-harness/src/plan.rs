@@ -1,0 +1,128 @@
+//! What a run is to do and what the server is expected to do: built from the command line
+//! or by a test, read by the run (I/O) and by the judge (pure).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::Serialize;
+
+use crate::launcher::ServerCommand;
+use crate::scenario::{ClientGroup, Scenario};
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The traffic shape (for the report).
+    pub scenario: Scenario,
+    /// The server under test.
+    pub server: ServerCommand,
+    /// Port to use when the command has no `{port}`.
+    pub port: Option<u16>,
+    /// What to do to the server; with repeats, the sequence is cycled (e.g. TTOU, TTIN).
+    pub disruptions: Vec<Disruption>,
+    /// When to do it first, after traffic starts.
+    pub signal_after: Duration,
+    /// Do it again this often until traffic ends (e.g. HUP every 2 s).
+    pub repeat_every: Option<Duration>,
+    /// How long traffic runs in all.
+    pub duration: Duration,
+    /// The clients.
+    pub clients: Vec<ClientGroup>,
+    /// Workers (children of the launched process) the server must have at the end, when it
+    /// is expected to keep serving.
+    pub expect_workers: Option<usize>,
+    /// Longest acceptable time from the signal to the server's exit.
+    pub max_exit_after: Duration,
+    /// Longest wait for the server to answer its first request.
+    pub ready_timeout: Duration,
+    /// What the server should do after the disruption.
+    pub expectation: Expectation,
+    /// Where the server's output goes.
+    pub server_log: PathBuf,
+}
+
+/// What the harness does to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disruption {
+    /// Send this signal to the launched process.
+    Signal(Signal),
+    /// SIGKILL one worker (a child of the launched process).
+    KillWorker,
+    /// Nothing: traffic only (e.g. to watch request-quota recycling).
+    Nothing,
+}
+
+impl Disruption {
+    /// What a scenario does to the server unless told otherwise: HUP for `reload`, TERM
+    /// for the others.
+    pub fn default_for(scenario: Scenario) -> Self {
+        match scenario {
+            Scenario::Reload => Disruption::Signal(Signal::SIGHUP),
+            _ => Disruption::Signal(Signal::SIGTERM),
+        }
+    }
+
+    /// What a well-behaved server does after it: TERM, INT and QUIT stop it; HUP, TTIN,
+    /// TTOU and a killed worker leave it serving; USR2 hands over to a new parent.
+    pub fn expectation(self) -> Expectation {
+        match self {
+            Disruption::Signal(Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) => {
+                Expectation::Exits
+            }
+            Disruption::Signal(Signal::SIGUSR2) => Expectation::HandsOver,
+            Disruption::Signal(_) | Disruption::KillWorker | Disruption::Nothing => {
+                Expectation::KeepsServing
+            }
+        }
+    }
+
+    /// The strongest expectation of a sequence: any stop means the server must exit.
+    pub fn expectation_of(sequence: &[Disruption]) -> Expectation {
+        let all: Vec<Expectation> = sequence.iter().map(|d| d.expectation()).collect();
+        if all.contains(&Expectation::Exits) {
+            Expectation::Exits
+        } else if all.contains(&Expectation::HandsOver) {
+            Expectation::HandsOver
+        } else {
+            Expectation::KeepsServing
+        }
+    }
+
+    /// Its name in reports.
+    pub fn label(self) -> String {
+        match self {
+            Disruption::Signal(signal) => signal.to_string(),
+            Disruption::KillWorker => "SIGKILL to one worker".into(),
+            Disruption::Nothing => "nothing".into(),
+        }
+    }
+}
+
+impl Plan {
+    /// The `index`-th disruption of the cycled sequence.
+    pub fn disruption_at(&self, index: usize) -> Disruption {
+        if self.disruptions.is_empty() {
+            return Disruption::Nothing;
+        }
+        self.disruptions[index % self.disruptions.len()]
+    }
+
+    /// The sequence's name in reports.
+    pub fn disruption_label(&self) -> String {
+        let labels: Vec<String> = self.disruptions.iter().map(|d| d.label()).collect();
+        labels.join(",")
+    }
+}
+
+/// What the server should do after the disruption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expectation {
+    /// Exit by itself, in time.
+    Exits,
+    /// Keep serving, refusing nothing.
+    KeepsServing,
+    /// The launched parent exits; its successor serves on, refusing nothing.
+    HandsOver,
+}
