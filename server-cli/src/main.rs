@@ -1,5 +1,7 @@
 //! `server-cli`: the demo app, or any server command, on N zero-drop workers.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod demo_app;
 

@@ -5,6 +5,25 @@
 //! the shared socket. On SIGTERM the kernel is first made to refuse new connections (an
 //! `SK_REUSEPORT` eBPF program), the accept queue is emptied, and only then are the workers
 //! drained, all in parallel, under one deadline. See the README for the protocol.
+//!
+//! # How one setting travels: the graceful deadline
+//!
+//! Configuration flows one way, from the outside in, and nothing flows back:
+//!
+//! 1. `server-cli --timeout-graceful-shutdown SECS` is parsed into
+//!    [`ServerConfig::graceful_timeout`] (the CLI only builds the config).
+//! 2. [`Server::serve`] hands the config to the supervisor, which copies the deadline into
+//!    its state machine's settings (`supervisor::machine::Settings::graceful_timeout`).
+//! 3. On [`Command::Stop`] the machine fixes one instant, `now + graceful_timeout`, and
+//!    gives each worker the time left before it minus a 100 ms margin, in the
+//!    `StopWorker` action; the loop writes it on the worker's channel (`control::ToWorker`).
+//! 4. The worker turns that duration into its own deadline: it drains, runs its shutdown
+//!    hooks, and aborts what is left when it passes. The machine SIGKILLs any worker still
+//!    alive at the instant of step 3.
+//!
+//! Every other decision follows the same shape: inputs become `supervisor::machine::Event`s
+//! (signals through one table, [`ServerHandle`] commands, worker messages, child exits,
+//! forks done or failed), and the pure machine answers with actions the loop carries out.
 
 mod accept_queue;
 mod app;
@@ -32,3 +51,8 @@ pub use handle::ServerHandle;
 pub use nix::sys::signal::Signal;
 pub use server::{Server, ShutdownOutcome};
 pub use supervisor::external::WorkerCommand;
+
+/// The README's Rust examples, compiled as doctests so that they cannot rot.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -6,6 +6,8 @@
 //! verdict (`judge::judge`, pure, unit-tested). The binary (`shutdown-harness`) is a thin
 //! shell over [`run::run`]; tests of other crates call the library directly.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod error;
 pub mod judge;

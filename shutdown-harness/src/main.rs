@@ -3,6 +3,8 @@
 //! Exit status: 0 when nothing was dropped and the server stopped as it should, 1 when it
 //! dropped requests or misbehaved, 2 on bad usage.
 
+#![forbid(unsafe_code)]
+
 mod default_server;
 mod options;
 
