@@ -17,17 +17,9 @@ const BINS: usize = 400;
 
 /// Renders the report as a standalone SVG document.
 pub fn render(report: &Report) -> String {
-    let mut lanes: BTreeMap<Outcome, Vec<usize>> = BTreeMap::new();
+    let lanes = lanes_of(report);
     let span = report.duration.max(0.001) + 1.0;
-    for r in &report.requests {
-        let bin = ((r.start / span) * BINS as f64) as usize;
-        lanes
-            .entry(r.outcome.row())
-            .or_insert_with(|| vec![0; BINS])[bin.min(BINS - 1)] += 1;
-    }
-    let plot_w = WIDTH - LEFT - RIGHT;
     let height = TOP + LANE * lanes.len().max(1) as f64 + 40.0;
-    let x = |t: f64| LEFT + (t / span).clamp(0.0, 1.0) * plot_w;
     let s = &report.summary;
     let mut svg = String::new();
     let _ = writeln!(
@@ -41,50 +33,12 @@ pub fn render(report: &Report) -> String {
         s.scenario, s.dropped, s.ok, s.refused
     );
     for (i, (outcome, bins)) in lanes.iter().enumerate() {
-        let y = TOP + LANE * i as f64;
-        let color = if outcome.is_drop() {
-            "#d62728"
-        } else if *outcome == Outcome::Refused {
-            "#1f77b4"
-        } else {
-            "#2ca02c"
-        };
-        let total: usize = bins.iter().sum();
-        let _ = writeln!(
-            svg,
-            r#"<text x="10" y="{}">{} ({total})</text>"#,
-            y + LANE / 2.0 + 4.0,
-            outcome.label()
-        );
-        let peak = bins.iter().copied().max().unwrap_or(1).max(1) as f64;
-        for (b, &count) in bins.iter().enumerate().filter(|(_, c)| **c > 0) {
-            // Drops are drawn at full strength however few they are: one must be visible.
-            let opacity = if outcome.is_drop() {
-                1.0
-            } else {
-                0.25 + 0.75 * count as f64 / peak
-            };
-            let _ = writeln!(
-                svg,
-                r#"<rect x="{:.1}" y="{:.1}" width="{:.2}" height="{:.1}" fill="{color}" fill-opacity="{opacity:.2}"><title>{count}</title></rect>"#,
-                LEFT + plot_w * b as f64 / BINS as f64,
-                y + 4.0,
-                (plot_w / BINS as f64).max(1.5),
-                LANE - 8.0
-            );
-        }
+        draw_lane(&mut svg, TOP + LANE * i as f64, *outcome, bins);
     }
     let bottom = TOP + LANE * lanes.len().max(1) as f64;
-    for sec in 0..=(span as usize) {
-        let tx = x(sec as f64);
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{tx:.1}" y1="{TOP}" x2="{tx:.1}" y2="{bottom}" stroke="#ddd"/><text x="{tx:.1}" y="{}" text-anchor="middle">{sec}</text>"##,
-            bottom + 15.0
-        );
-    }
+    draw_time_axis(&mut svg, span, bottom);
     let mut marker = |t: f64, label: &str, color: &str| {
-        let mx = x(t);
+        let mx = x_of(t, span);
         let _ = writeln!(
             svg,
             r#"<line x1="{mx:.1}" y1="{}" x2="{mx:.1}" y2="{bottom}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{}" fill="{color}">{label}</text>"#,
@@ -105,4 +59,72 @@ pub fn render(report: &Report) -> String {
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// Width of the plot area.
+const PLOT_WIDTH: f64 = WIDTH - LEFT - RIGHT;
+
+/// Where time `t` lies on the x axis of a plot spanning `span` seconds.
+fn x_of(t: f64, span: f64) -> f64 {
+    LEFT + (t / span).clamp(0.0, 1.0) * PLOT_WIDTH
+}
+
+/// Requests per time bin, one lane per outcome row, by start time.
+fn lanes_of(report: &Report) -> BTreeMap<Outcome, Vec<usize>> {
+    let span = report.duration.max(0.001) + 1.0;
+    let mut lanes: BTreeMap<Outcome, Vec<usize>> = BTreeMap::new();
+    for r in &report.requests {
+        let bin = ((r.start / span) * BINS as f64) as usize;
+        lanes
+            .entry(r.outcome.row())
+            .or_insert_with(|| vec![0; BINS])[bin.min(BINS - 1)] += 1;
+    }
+    lanes
+}
+
+/// One lane: its label and a shaded cell per non-empty bin.
+fn draw_lane(svg: &mut String, y: f64, outcome: Outcome, bins: &[usize]) {
+    let color = if outcome.is_drop() {
+        "#d62728"
+    } else if outcome == Outcome::Refused {
+        "#1f77b4"
+    } else {
+        "#2ca02c"
+    };
+    let total: usize = bins.iter().sum();
+    let _ = writeln!(
+        svg,
+        r#"<text x="10" y="{}">{} ({total})</text>"#,
+        y + LANE / 2.0 + 4.0,
+        outcome.label()
+    );
+    let peak = bins.iter().copied().max().unwrap_or(1).max(1) as f64;
+    for (b, &count) in bins.iter().enumerate().filter(|(_, c)| **c > 0) {
+        // Drops are drawn at full strength however few they are: one must be visible.
+        let opacity = if outcome.is_drop() {
+            1.0
+        } else {
+            0.25 + 0.75 * count as f64 / peak
+        };
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{:.1}" y="{:.1}" width="{:.2}" height="{:.1}" fill="{color}" fill-opacity="{opacity:.2}"><title>{count}</title></rect>"#,
+            LEFT + PLOT_WIDTH * b as f64 / BINS as f64,
+            y + 4.0,
+            (PLOT_WIDTH / BINS as f64).max(1.5),
+            LANE - 8.0
+        );
+    }
+}
+
+/// A grid line and a label every second.
+fn draw_time_axis(svg: &mut String, span: f64, bottom: f64) {
+    for sec in 0..=(span as usize) {
+        let tx = x_of(sec as f64, span);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{tx:.1}" y1="{TOP}" x2="{tx:.1}" y2="{bottom}" stroke="#ddd"/><text x="{tx:.1}" y="{}" text-anchor="middle">{sec}</text>"##,
+            bottom + 15.0
+        );
+    }
 }
