@@ -35,8 +35,10 @@ pub enum ListenerMode {
     ReusePort,
 }
 
-/// The settings of a [`crate::Server`]. Build one with [`ServerConfig::new`] and adjust fields.
+/// The settings of a [`crate::Server`]. Build one with [`ServerConfig::new`] and adjust fields
+/// (non-exhaustive: settings added later do not break a program that embeds the server).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Where to listen. The parent binds it once and every worker shares the socket.
     pub bind: Bind,

@@ -191,7 +191,7 @@ fn warn_without_migration() {
         .is_ok_and(|v| v.trim() == "1");
     if !migrates {
         tracing::warn!(
-            "--reuse-port without net.ipv4.tcp_migrate_req=1: connections queued on a worker that \
+            "one socket per worker without net.ipv4.tcp_migrate_req=1: connections queued on a worker that \
              leaves (rolling restart, scale-down, recycling) are reset instead of moved to the others"
         );
     }
