@@ -133,17 +133,19 @@ fn drive(addr: SocketAddr, server: Pid, to_handle: &mut UnixStream) -> bool {
             })
         })
         .collect();
+    let mut passed = wait_until("2 workers at start", || workers_of(server).len() == 2);
     let before = workers_of(server);
-    let mut passed = before.len() == 2;
     send(to_handle, b'r');
-    passed &= wait_until(|| {
+    passed &= wait_until("2 new workers after the reload", || {
         let now = workers_of(server);
         now.len() == 2 && now.iter().all(|w| !before.contains(w))
     });
     send(to_handle, b'+');
-    passed &= wait_until(|| workers_of(server).len() == 3);
+    passed &= wait_until("3 workers after one more", || workers_of(server).len() == 3);
     send(to_handle, b'-');
-    passed &= wait_until(|| workers_of(server).len() == 2);
+    passed &= wait_until("2 workers after one fewer", || {
+        workers_of(server).len() == 2
+    });
     std::thread::sleep(Duration::from_millis(300));
     running.store(false, Ordering::Relaxed);
     for client in clients {
@@ -163,11 +165,12 @@ fn send(to_handle: &mut UnixStream, command: u8) {
     to_handle.write_all(&[command]).unwrap();
 }
 
-/// Polls `condition` every 10 ms, at most [`LIMIT`].
-fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
+/// Polls `condition` every 10 ms, at most [`LIMIT`]; says which one failed.
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + LIMIT;
     while !condition() {
         if Instant::now() > deadline {
+            eprintln!("driver: no {what} within {LIMIT:?}");
             return false;
         }
         std::thread::sleep(Duration::from_millis(10));
