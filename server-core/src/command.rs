@@ -1,5 +1,5 @@
 //! What the supervisor can be asked to do, whoever asks: a signal (see
-//! [`crate::signals::command_of`]) or a [`crate::ServerHandle`] in the embedding program.
+//! [`crate::signals::meaning_of`]) or a [`crate::ServerHandle`] in the embedding program.
 
 /// A request to the supervisor. Signals and [`crate::ServerHandle`] both come down to one of
 /// these, so the supervisor's decisions never depend on where a request came from.

@@ -10,10 +10,9 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use nix::fcntl::OFlag;
-
+use crate::byte_pipe;
 use crate::command::Command;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Sends commands to a running [`crate::Server`]: the same commands its signals stand for.
 ///
@@ -97,8 +96,7 @@ pub(crate) struct CommandPipe {
 impl CommandPipe {
     /// A non-blocking, close-on-exec pipe.
     pub(crate) fn new() -> Result<Self> {
-        let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
-            .map_err(|e| Error::sys("cannot create the command pipe", e))?;
+        let (read, write) = byte_pipe::open("cannot create the command pipe")?;
         Ok(Self {
             read,
             write: Arc::new(write),
@@ -119,12 +117,10 @@ impl CommandPipe {
 
     /// Every command written since the last call, oldest first.
     pub(crate) fn drain(&self) -> Vec<Command> {
-        let mut commands = Vec::new();
-        let mut buf = [0u8; 64];
-        while let Ok(n @ 1..) = nix::unistd::read(self.read.as_fd(), &mut buf) {
-            commands.extend(buf[..n].iter().filter_map(|&b| Command::decode(b)));
-        }
-        commands
+        byte_pipe::read_available(self.read.as_fd())
+            .into_iter()
+            .filter_map(Command::decode)
+            .collect()
     }
 }
 

@@ -27,6 +27,7 @@
 
 mod accept_queue;
 mod app;
+mod byte_pipe;
 mod command;
 mod config;
 mod control;

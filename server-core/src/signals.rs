@@ -8,9 +8,9 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use nix::fcntl::OFlag;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
+use crate::byte_pipe;
 use crate::command::Command;
 use crate::error::{Error, Result};
 
@@ -86,8 +86,7 @@ pub(crate) struct SignalPipe {
 impl SignalPipe {
     /// Creates the pipe and installs the recording handler for [`SUPERVISED`] signals.
     pub(crate) fn install() -> Result<Self> {
-        let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
-            .map_err(|e| Error::sys("cannot create the signal pipe", e))?;
+        let (read, write) = byte_pipe::open("cannot create the signal pipe")?;
         PIPE_WRITE_FD.store(write.as_raw_fd(), Ordering::Relaxed);
         let action = SigAction::new(
             SigHandler::Handler(record_signal),
@@ -104,16 +103,10 @@ impl SignalPipe {
 
     /// Reads every signal recorded since the last call, oldest first.
     pub(crate) fn drain(&self) -> Vec<Signal> {
-        let mut signals = Vec::new();
-        let mut buf = [0u8; 64];
-        while let Ok(n @ 1..) = nix::unistd::read(self.read.as_fd(), &mut buf) {
-            signals.extend(
-                buf[..n]
-                    .iter()
-                    .filter_map(|&b| Signal::try_from(i32::from(b)).ok()),
-            );
-        }
-        signals
+        byte_pipe::read_available(self.read.as_fd())
+            .into_iter()
+            .filter_map(|b| Signal::try_from(i32::from(b)).ok())
+            .collect()
     }
 
     /// Descriptor to poll for readability.

@@ -146,6 +146,7 @@ fn drive(addr: SocketAddr, server: Pid, to_handle: &mut UnixStream) -> bool {
     passed &= wait_until("2 workers after one fewer", || {
         workers_of(server).len() == 2
     });
+    // A little more traffic while the removed worker finishes its drain.
     std::thread::sleep(Duration::from_millis(300));
     running.store(false, Ordering::Relaxed);
     for client in clients {

@@ -50,13 +50,13 @@ pub(crate) fn fork_child(lifetime: Lifetime) -> Result<Forked> {
     match unsafe { fork() }.map_err(|e| Error::sys("cannot fork", e))? {
         nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child)),
         nix::unistd::ForkResult::Child => {
-            if lifetime == Lifetime::DiesWithParent
-                && (nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err()
-                    || getppid() != parent_pid)
-            {
-                exit(1);
-            }
             if lifetime == Lifetime::DiesWithParent {
+                // The parent may have died before prctl took effect: check its pid after.
+                if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err()
+                    || getppid() != parent_pid
+                {
+                    exit(1);
+                }
                 signals::reset_in_worker();
             }
             Ok(Forked::Child)

@@ -249,8 +249,9 @@ pub(crate) struct Supervisor {
     /// ready): the server gives up at `max_startup_failures`. Fork failures do not count
     /// towards that: they say nothing of the app, only of the system for now.
     died_unready: u32,
-    /// Spawn actions handed out that the loop has not reported back through
-    /// [`Supervisor::spawned`] yet; counted as workers so that none is started twice.
+    /// Spawn actions handed out that the loop has not reported back yet (as
+    /// [`Event::Spawned`] or [`Event::SpawnFailed`]); counted as workers so that none is
+    /// started twice.
     spawns_pending: usize,
     /// No respawn before this instant (crash-loop backoff).
     respawn_not_before: Option<Instant>,
