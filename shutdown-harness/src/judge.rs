@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::observation::{Observation, RequestRecord, ServerExit};
+use crate::observation::{CommandRun, Observation, RequestRecord, ServerExit};
 use crate::outcome::Outcome;
 use crate::plan::{Disruption, Expectation, Plan};
 use crate::scenario::{Role, Scenario};
@@ -45,7 +45,7 @@ pub struct Summary {
     pub total: usize,
     /// Answered with 2xx.
     pub ok: usize,
-    /// Refused (clean).
+    /// Refused (clean): connections refused, and HTTP/2 streams refused unprocessed.
     pub refused: usize,
     /// Lost: anything but ok and refused.
     pub dropped: usize,
@@ -73,6 +73,8 @@ pub struct Summary {
     pub orphans: Vec<u32>,
     /// One row per outcome.
     pub rows: Vec<Row>,
+    /// The disruption commands that ran (`--disrupt`).
+    pub commands: Vec<CommandRun>,
     /// Why the run failed; empty when it passed.
     pub failures: Vec<String>,
 }
@@ -124,7 +126,9 @@ pub fn judge(plan: &Plan, observation: &Observation) -> Summary {
         ok: fast()
             .filter(|r| matches!(r.outcome, Outcome::Ok(_)))
             .count(),
-        refused: fast().filter(|r| r.outcome == Outcome::Refused).count(),
+        refused: fast()
+            .filter(|r| matches!(r.outcome, Outcome::Refused | Outcome::StreamRefused))
+            .count(),
         dropped: drops.len(),
         slow_not_completed: slow.iter().filter(|r| r.outcome.is_drop()).count(),
         slow_completed: slow
@@ -149,6 +153,7 @@ pub fn judge(plan: &Plan, observation: &Observation) -> Summary {
                 after_signal: after,
             })
             .collect(),
+        commands: observation.commands.clone(),
         failures: Vec::new(),
     };
     summary.failures = failures(&summary, plan, observation);
@@ -185,10 +190,15 @@ fn failures(s: &Summary, plan: &Plan, observation: &Observation) -> Vec<String> 
             s.signal
         )),
         (ServerExit::KeptServing, Expectation::KeepsServing)
-        | (ServerExit::HandedOver { .. }, Expectation::HandsOver) => {}
+        | (ServerExit::HandedOver { .. }, Expectation::HandsOver)
+        | (ServerExit::NotLaunched, Expectation::RequestsOnly) => {}
         (other, expected) => failures.push(format!("expected {expected:?}, got {other:?}")),
     }
-    if plan.expectation != Expectation::Exits && s.refused > 0 {
+    let refusals_expected = matches!(
+        plan.expectation,
+        Expectation::Exits | Expectation::RequestsOnly
+    );
+    if !refusals_expected && s.refused > 0 {
         failures.push(format!(
             "{} connections refused while the server should have kept serving",
             s.refused
@@ -198,6 +208,17 @@ fn failures(s: &Summary, plan: &Plan, observation: &Observation) -> Vec<String> 
         if found != expected {
             failures.push(format!("{found} workers at the end, expected {expected}"));
         }
+    }
+    for command in s.commands.iter().filter(|c| !c.success) {
+        let last_line = command.output.lines().rev().find(|l| !l.trim().is_empty());
+        failures.push(format!(
+            "the disruption command `{}` failed ({}){}",
+            command.command,
+            command.status,
+            last_line
+                .map(|l| format!(": {}", l.trim()))
+                .unwrap_or_default()
+        ));
     }
     if observation.final_stop_failed {
         failures.push(format!(

@@ -8,24 +8,34 @@
 
 #![forbid(unsafe_code)]
 
-pub mod client;
+mod disrupt_command;
 pub mod error;
 pub mod judge;
 pub mod launcher;
 pub mod observation;
 pub mod outcome;
 pub mod plan;
+mod remote;
 pub mod report;
+pub mod request;
 pub mod response;
 pub mod run;
 pub mod scenario;
 pub mod svg;
+pub mod target;
+pub mod tls;
+pub mod traffic;
+pub mod transport;
 
 pub use error::HarnessError;
 pub use launcher::ServerCommand;
-pub use observation::{Observation, RequestRecord, ServerExit};
+pub use observation::{CommandRun, Observation, RequestRecord, ServerExit};
 pub use outcome::Outcome;
 pub use plan::{Disruption, Expectation, Plan};
 pub use report::Report;
+pub use request::{OkStatus, RequestShape};
 pub use run::run;
 pub use scenario::{Scenario, TrafficOverrides};
+pub use target::{Target, UrlTarget};
+pub use tls::Trust;
+pub use transport::{ClientLibrary, HttpVersion};

@@ -11,7 +11,7 @@ mod options;
 use std::process::ExitCode;
 
 use clap::Parser;
-use shutdown_harness::{svg, HarnessError};
+use shutdown_harness::{svg, HarnessError, Target};
 
 fn main() -> ExitCode {
     let options = options::Options::parse();
@@ -22,12 +22,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if plan.server.argv.is_empty() {
-        match default_server::command() {
-            Ok(argv) => plan.server.argv = argv,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return ExitCode::FAILURE;
+    if let Target::Launch(command) = &mut plan.target {
+        if command.argv.is_empty() {
+            match default_server::command() {
+                Ok(argv) => command.argv = argv,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
             }
         }
     }
@@ -46,7 +48,10 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(match e {
-                HarnessError::EmptyCommand | HarnessError::Launch(..) => 2,
+                HarnessError::EmptyCommand
+                | HarnessError::Launch(..)
+                | HarnessError::Usage(_)
+                | HarnessError::Transport(_) => 2,
                 _ => 1,
             });
         }
@@ -64,7 +69,9 @@ fn main() -> ExitCode {
             eprintln!("error: cannot write {}: {e}", path.display());
         }
     }
-    println!("server log: {}", plan.server_log.display());
+    if matches!(plan.target, Target::Launch(_)) {
+        println!("server log: {}", plan.server_log.display());
+    }
     println!("{}", report.text());
     if report.passed() {
         ExitCode::SUCCESS

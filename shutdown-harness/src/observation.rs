@@ -48,6 +48,25 @@ pub enum ServerExit {
         /// Seconds from the signal to the old parent's exit.
         after_signal: f64,
     },
+    /// The harness did not launch the server (`--url`): nothing to say about its processes.
+    NotLaunched,
+}
+
+/// One run of a disruption command (`--disrupt`).
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandRun {
+    /// The shell command.
+    pub command: String,
+    /// When it started, in seconds since traffic started.
+    pub started: f64,
+    /// When it ended (or was killed).
+    pub ended: f64,
+    /// Its exit status in words, or why it did not run to the end.
+    pub status: String,
+    /// Whether it exited with status 0.
+    pub success: bool,
+    /// Its output, stdout and stderr interleaved (the end of it, if long).
+    pub output: String,
 }
 
 /// Everything a run observed.
@@ -59,6 +78,8 @@ pub struct Observation {
     pub records: Vec<RequestRecord>,
     /// When each disruption was carried out, in seconds since traffic started.
     pub disruptions: Vec<f64>,
+    /// The disruption commands that ran, if any.
+    pub commands: Vec<CommandRun>,
     /// How the server ended.
     pub exit: ServerExit,
     /// Processes of the server's group still running after it exited.

@@ -4,16 +4,17 @@ use serde::Serialize;
 
 /// How one request ended.
 ///
-/// Only [`Outcome::Ok`] and [`Outcome::Refused`] are acceptable during a stop: the first is
-/// an answer, the second is the kernel saying "nobody here" at once, which every client and
-/// load balancer retries elsewhere. Everything else is a drop: the client waited in vain,
-/// or its request may or may not have been processed.
+/// Only [`Outcome::Ok`], [`Outcome::Refused`] and [`Outcome::StreamRefused`] are acceptable
+/// during a stop: the first is an answer, the others are the server saying "not here" at
+/// once, before it processed anything, which every client and load balancer retries
+/// elsewhere. Everything else is a drop: the client waited in vain, or its request may or
+/// may not have been processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "status")]
 pub enum Outcome {
-    /// A 2xx response, read in full.
+    /// A response with an accepted status (2xx unless `--ok-status` says more), read in full.
     Ok(u16),
-    /// A complete response with another status (5xx and 4xx count as drops).
+    /// A complete response with another status (e.g. a 502 from a proxy).
     HttpError(u16),
     /// The connection was refused (RST to the SYN): clean and retriable.
     Refused,
@@ -30,18 +31,39 @@ pub enum Outcome {
     PartialResponse,
     /// Another error while connecting (e.g. no local port left).
     ConnectError,
+    /// HTTP/2: the server refused the stream (REFUSED_STREAM, or it was above a GOAWAY's
+    /// last stream): never processed, retriable, like a refused connection.
+    StreamRefused,
+    /// HTTP/2: the server reset the stream for another reason.
+    StreamReset,
+    /// The TLS handshake failed (certificate, protocol), not because the connection ended.
+    TlsHandshakeFailed,
+    /// Any other client error (reported as is by a client library).
+    OtherError,
 }
 
 impl Outcome {
     /// Whether this outcome loses a request.
     pub fn is_drop(self) -> bool {
-        !matches!(self, Outcome::Ok(_) | Outcome::Refused)
+        !matches!(
+            self,
+            Outcome::Ok(_) | Outcome::Refused | Outcome::StreamRefused
+        )
+    }
+
+    /// A complete response with `status`: answered if `ok` accepts it.
+    pub fn of_status(status: u16, ok: &crate::request::OkStatus) -> Outcome {
+        if ok.accepts(status) {
+            Outcome::Ok(status)
+        } else {
+            Outcome::HttpError(status)
+        }
     }
 
     /// A short label for tables and the timeline.
     pub fn label(self) -> String {
         match self {
-            Outcome::Ok(_) => "ok (2xx)".into(),
+            Outcome::Ok(_) => "ok".into(),
             Outcome::HttpError(status) => format!("http {status}"),
             Outcome::Refused => "refused".into(),
             Outcome::ConnectTimeout => "connect timeout".into(),
@@ -50,6 +72,10 @@ impl Outcome {
             Outcome::EofBeforeResponse => "eof before response".into(),
             Outcome::PartialResponse => "partial response".into(),
             Outcome::ConnectError => "connect error".into(),
+            Outcome::StreamRefused => "stream refused".into(),
+            Outcome::StreamReset => "stream reset".into(),
+            Outcome::TlsHandshakeFailed => "tls handshake failed".into(),
+            Outcome::OtherError => "other error".into(),
         }
     }
 
@@ -70,6 +96,7 @@ mod tests {
     fn only_answers_and_refusals_are_not_drops() {
         assert!(!Outcome::Ok(204).is_drop());
         assert!(!Outcome::Refused.is_drop());
+        assert!(!Outcome::StreamRefused.is_drop());
         for drop in [
             Outcome::HttpError(502),
             Outcome::ConnectTimeout,
@@ -78,6 +105,9 @@ mod tests {
             Outcome::EofBeforeResponse,
             Outcome::PartialResponse,
             Outcome::ConnectError,
+            Outcome::StreamReset,
+            Outcome::TlsHandshakeFailed,
+            Outcome::OtherError,
         ] {
             assert!(drop.is_drop(), "{drop:?}");
         }

@@ -47,6 +47,7 @@ impl Report {
         );
         let times: Vec<String> = s.disruptions.iter().map(|t| format!("{t:.2}")).collect();
         let _ = writeln!(out, "signal: {} at {} s", s.signal, times.join(", "));
+        write_commands(&mut out, s);
         write_table(&mut out, s);
         write_notes(&mut out, s);
         let _ = writeln!(out, "server: {}", describe_exit(&s.server_exit));
@@ -81,6 +82,30 @@ impl Report {
             s.ok_per_sec_before_signal,
             if self.passed() { "PASS" } else { "FAIL" }
         )
+    }
+}
+
+/// Each disruption command: when it ran and how it ended; the output of a failed one.
+fn write_commands(out: &mut String, s: &Summary) {
+    for c in &s.commands {
+        let _ = writeln!(
+            out,
+            "command `{}`: {:.2} s to {:.2} s, {}",
+            c.command, c.started, c.ended, c.status
+        );
+        if !c.success && !c.output.trim().is_empty() {
+            for line in c
+                .output
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                let _ = writeln!(out, "  | {line}");
+            }
+        }
     }
 }
 
@@ -141,6 +166,7 @@ fn describe_exit(exit: &ServerExit) -> String {
         }
         ServerExit::DidNotExit => "did not exit in time; killed".into(),
         ServerExit::KeptServing => "kept serving through the signal".into(),
+        ServerExit::NotLaunched => "not launched by the harness (only requests are judged)".into(),
         ServerExit::HandedOver { after_signal } => format!(
             "handed over: the old parent exited {after_signal:.3} s after the signal, the new generation served on"
         ),

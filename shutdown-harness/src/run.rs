@@ -1,5 +1,6 @@
 //! One harness run, its I/O only: launch, wait until ready, drive traffic, disrupt, watch
-//! the exit, and record it all as an [`Observation`].
+//! the exit, and record it all as an [`Observation`]. A server the harness did not launch
+//! (`--url`) is observed by [`crate::remote`].
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -7,24 +8,19 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::Child;
-use tokio::task::JoinSet;
 
-use crate::client::{send, Connection, RequestSpec};
 use crate::error::HarnessError;
+use crate::launcher::ServerCommand;
 use crate::launcher::{children_of, free_port, kill_group, launch, live_group_members};
-use crate::observation::{Observation, RequestRecord, ServerExit};
-use crate::outcome::Outcome;
+use crate::observation::{Observation, ServerExit};
 use crate::plan::{Disruption, Expectation, Plan};
 use crate::report::Report;
-use crate::scenario::{ClientGroup, Role};
+use crate::target::{Scheme, Target};
+use crate::traffic::{wait_until_answered, Traffic};
+use crate::transport::Transport;
 
-/// Most requests one client may send in a run (every loop is bounded in count as well as
-/// in time).
-const MAX_REQUESTS_PER_CLIENT: usize = 2_000_000;
 /// Most disruptions in one run.
-const MAX_DISRUPTIONS: usize = 10_000;
-/// Pause of a client after a refused connection.
-const REFUSED_RETRY_PAUSE: Duration = Duration::from_millis(10);
+pub const MAX_DISRUPTIONS: usize = 10_000;
 /// How long processes of the server's group may outlive it before they count as orphans.
 const ORPHAN_GRACE: Duration = Duration::from_secs(1);
 /// Port of a server command without `{port}` when `--port` is not given (uvicorn's default).
@@ -36,21 +32,66 @@ pub async fn run(plan: &Plan) -> Result<Report, HarnessError> {
     Ok(Report::new(plan, observation))
 }
 
-/// Launches the server, drives the traffic, disrupts, and records what happened. No
-/// judgement here: that is [`crate::judge`]'s.
+/// Drives the traffic, disrupts, and records what happened. No judgement here: that is
+/// [`crate::judge`]'s.
 pub async fn observe(plan: &Plan) -> Result<Observation, HarnessError> {
+    match &plan.target {
+        Target::Launch(command) => observe_launched(plan, command).await,
+        Target::Url(url) => crate::remote::observe(plan, url).await,
+    }
+}
+
+/// The transport of a plan's clients to `addr`, named `host`.
+pub fn transport_for(
+    plan: &Plan,
+    addr: SocketAddr,
+    host: &str,
+    scheme: Scheme,
+) -> Result<Transport, HarnessError> {
+    let connect_timeout = plan
+        .clients
+        .first()
+        .map_or(Duration::from_secs(1), |g| g.timeouts.connect);
+    Transport::new(
+        addr,
+        host,
+        scheme,
+        plan.client_library,
+        plan.http_version,
+        &plan.trust,
+        connect_timeout,
+    )
+    .map_err(HarnessError::Transport)
+}
+
+/// Launches the server, waits until it answers, then traffic, disruptions and the exit.
+async fn observe_launched(
+    plan: &Plan,
+    command: &ServerCommand,
+) -> Result<Observation, HarnessError> {
+    if let Some(d) = plan
+        .disruptions
+        .iter()
+        .find(|d| matches!(d, Disruption::Command(_)))
+    {
+        return Err(HarnessError::Usage(format!(
+            "{} is a disruption command: only for a server the harness did not launch (--url)",
+            d.label()
+        )));
+    }
     let port = match plan.port {
         Some(port) => port,
-        None if plan.server.has_port_placeholder() => {
+        None if command.has_port_placeholder() => {
             free_port().map_err(|e| HarnessError::Io("cannot find a free port", e))?
         }
         None => DEFAULT_PORT,
     };
-    let argv = plan.server.resolved(port);
+    let argv = command.resolved(port);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let transport = transport_for(plan, addr, "127.0.0.1", Scheme::Http)?;
     let mut child = launch(&argv, &plan.server_log)?;
     let pid = child.id().unwrap_or(0);
-    if let Err(e) = wait_until_ready(addr, &mut child, plan).await {
+    if let Err(e) = wait_until_ready(&transport, &mut child, plan).await {
         kill_group(pid);
         let _ = child.wait().await;
         return Err(e);
@@ -58,9 +99,9 @@ pub async fn observe(plan: &Plan) -> Result<Observation, HarnessError> {
 
     let started = Instant::now();
     let traffic_end = started + plan.duration;
-    let clients = start_clients(plan, addr, started, traffic_end);
+    let traffic = Traffic::start(plan, &transport, started);
     let (exit, disruptions) = disrupt_and_watch(&mut child, plan, pid, started, traffic_end).await;
-    let records = collect(clients).await;
+    let records = traffic.finish_at(traffic_end).await;
     let workers_at_end = match (&exit, plan.expect_workers) {
         (ServerExit::KeptServing, Some(n)) => Some(wait_for_workers(pid, n).await),
         _ => None,
@@ -70,40 +111,12 @@ pub async fn observe(plan: &Plan) -> Result<Observation, HarnessError> {
         server_command: argv,
         records,
         disruptions,
+        commands: Vec::new(),
         exit,
         orphans,
         workers_at_end,
         final_stop_failed,
     })
-}
-
-/// Starts every client of the plan.
-fn start_clients(
-    plan: &Plan,
-    addr: SocketAddr,
-    started: Instant,
-    traffic_end: Instant,
-) -> JoinSet<Vec<RequestRecord>> {
-    let mut clients = JoinSet::new();
-    let groups = plan
-        .clients
-        .iter()
-        .flat_map(|group| std::iter::repeat_n(group, group.count));
-    for (id, group) in (0u32..).zip(groups) {
-        clients.spawn(client_loop(id, group.clone(), addr, started, traffic_end));
-    }
-    clients
-}
-
-/// Every client's records, once traffic has ended.
-async fn collect(mut clients: JoinSet<Vec<RequestRecord>>) -> Vec<RequestRecord> {
-    let mut records = Vec::new();
-    while let Some(done) = clients.join_next().await {
-        if let Ok(mut r) = done {
-            records.append(&mut r);
-        }
-    }
-    records
 }
 
 /// Waits for the first disruption's time, carries out the disruptions, and watches how
@@ -167,6 +180,7 @@ async fn end_server(
         ServerExit::Exited { .. } | ServerExit::ExitedBeforeSignal { .. } => {
             orphans = lingering_group_members(pid).await;
         }
+        ServerExit::NotLaunched => {}
     }
     if !orphans.is_empty() {
         kill_group(pid);
@@ -175,13 +189,14 @@ async fn end_server(
 }
 
 /// Carries out the disruption once; returns when, in seconds since traffic started.
-fn disrupt(disruption: Disruption, pid: u32, started: Instant) -> f64 {
+fn disrupt(disruption: &Disruption, pid: u32, started: Instant) -> f64 {
     let at = started.elapsed().as_secs_f64();
     match disruption {
         Disruption::Signal(signal) => {
-            let _ = kill(Pid::from_raw(pid as i32), signal);
+            let _ = kill(Pid::from_raw(pid as i32), *signal);
         }
-        Disruption::Nothing => {}
+        // Refused by `observe_launched` before the server starts.
+        Disruption::Nothing | Disruption::Command(_) => {}
         Disruption::KillWorker => match children_of(pid).first() {
             Some(&worker) => {
                 let _ = kill(Pid::from_raw(worker as i32), Signal::SIGKILL);
@@ -244,36 +259,41 @@ async fn stop_new_generation(pgid: u32, plan: &Plan) {
     kill_group(pgid);
 }
 
+/// Waits until the launched server answers the clients' request (bounded by the plan's
+/// ready timeout), or fails at once if it exits.
 async fn wait_until_ready(
-    addr: SocketAddr,
+    transport: &Transport,
     child: &mut Child,
     plan: &Plan,
 ) -> Result<(), HarnessError> {
-    let deadline = Instant::now() + plan.ready_timeout;
-    let probe = RequestSpec {
-        method: "GET",
-        path: "/".into(),
-        body: Vec::new(),
-        connect_timeout: Duration::from_millis(200),
-        request_timeout: Duration::from_secs(2),
+    let probe = plan
+        .clients
+        .first()
+        .map(|g| g.request.clone())
+        .unwrap_or_else(|| crate::request::RequestShape::get("/"));
+    let mut exited = || match child.try_wait() {
+        Ok(Some(status)) => Some(status.to_string()),
+        _ => None,
     };
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(HarnessError::ExitedEarly {
-                status: status.to_string(),
-                log: plan.server_log.clone(),
-            });
-        }
-        if let (Outcome::Ok(_), _) = send(addr, &probe, false, None).await {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Err(HarnessError::NotReady {
-        addr,
-        secs: plan.ready_timeout.as_secs_f64(),
-        log: plan.server_log.clone(),
+    let mut exit_status = None;
+    let result = wait_until_answered(transport, &probe, plan.ready_timeout, || {
+        exit_status = exited();
+        exit_status.clone()
     })
+    .await;
+    match (result, exit_status) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(status)) => Err(HarnessError::ExitedEarly {
+            status,
+            log: plan.server_log.clone(),
+        }),
+        (Err(failure), None) => Err(HarnessError::NotReady {
+            target: transport.describe(),
+            secs: plan.ready_timeout.as_secs_f64(),
+            last: failure.detail,
+            log: Some(plan.server_log.clone()),
+        }),
+    }
 }
 
 /// After the first disruption: runs the repeats, and waits for the outcome the plan
@@ -294,7 +314,7 @@ async fn watch_exit(
         return exited(status);
     }
     match plan.expectation {
-        Expectation::KeepsServing => tokio::select! {
+        Expectation::KeepsServing | Expectation::RequestsOnly => tokio::select! {
             status = child.wait() => exited(status),
             () = tokio::time::sleep_until(traffic_end.into()) => ServerExit::KeptServing,
         },
@@ -331,47 +351,4 @@ fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
         Ok(s) => s.to_string(),
         Err(e) => format!("unknown ({e})"),
     }
-}
-
-/// One client: requests until `end`, each followed by the group's interval.
-async fn client_loop(
-    id: u32,
-    group: ClientGroup,
-    addr: SocketAddr,
-    started: Instant,
-    end: Instant,
-) -> Vec<RequestRecord> {
-    let mut records = Vec::new();
-    let mut connection: Option<Connection> = None;
-    while records.len() < MAX_REQUESTS_PER_CLIENT {
-        let start = Instant::now();
-        if start >= end {
-            break;
-        }
-        let (outcome, kept) = tokio::select! {
-            result = send(addr, &group.request, group.keep_alive, connection.take()) => result,
-            // A request still waiting when traffic ends is cut short and not counted:
-            // only slow requests can be, and the report says how many.
-            () = tokio::time::sleep_until(end.into()), if group.role == Role::Slow => break,
-        };
-        connection = kept;
-        records.push(RequestRecord {
-            client: id,
-            role: group.role,
-            start: start.duration_since(started).as_secs_f64(),
-            end: started.elapsed().as_secs_f64(),
-            outcome,
-        });
-        // A refused client retries after a short pause, as a real one does; hammering a
-        // closed port in a tight loop would only flood the records.
-        let pause = if outcome == Outcome::Refused {
-            group.interval.max(REFUSED_RETRY_PAUSE)
-        } else {
-            group.interval
-        };
-        if !pause.is_zero() {
-            tokio::time::sleep(pause).await;
-        }
-    }
-    records
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde::Serialize;
 
-use crate::client::RequestSpec;
+use crate::request::RequestShape;
+use crate::transport::Timeouts;
 
 /// A traffic shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -47,11 +48,13 @@ pub struct ClientGroup {
     /// Pause after each request.
     pub interval: Duration,
     /// What each request is.
-    pub request: RequestSpec,
+    pub request: RequestShape,
+    /// Its limits.
+    pub timeouts: Timeouts,
 }
 
 /// Overrides of a scenario's defaults, from the command line.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct TrafficOverrides {
     /// Number of (fast) clients.
     pub clients: Option<usize>,
@@ -61,16 +64,8 @@ pub struct TrafficOverrides {
     pub connect_timeout: Option<Duration>,
     /// Request timeout.
     pub request_timeout: Option<Duration>,
-}
-
-fn get(path: &str, connect_timeout: Duration, request_timeout: Duration) -> RequestSpec {
-    RequestSpec {
-        method: "GET",
-        path: path.into(),
-        body: Vec::new(),
-        connect_timeout,
-        request_timeout,
-    }
+    /// What the (fast) clients send, instead of `GET /`.
+    pub request: Option<RequestShape>,
 }
 
 impl Scenario {
@@ -89,7 +84,8 @@ impl Scenario {
             count: overrides.clients.unwrap_or(count),
             keep_alive,
             interval: overrides.interval.unwrap_or(interval),
-            request: get("/", connect, request),
+            request: overrides.request.unwrap_or_else(|| RequestShape::get("/")),
+            timeouts: Timeouts { connect, request },
         }];
         if self == Scenario::Slow {
             groups.push(ClientGroup {
@@ -97,7 +93,11 @@ impl Scenario {
                 count: 2,
                 keep_alive: false,
                 interval: ms(50),
-                request: get("/sleep?secs=60", connect, Duration::from_secs(120)),
+                request: RequestShape::get("/sleep?secs=60"),
+                timeouts: Timeouts {
+                    connect,
+                    request: Duration::from_secs(120),
+                },
             });
         }
         groups

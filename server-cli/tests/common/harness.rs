@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use shutdown_harness::{Plan, Report, Scenario, ServerCommand, TrafficOverrides};
+use shutdown_harness::{Plan, Report, Scenario, ServerCommand, Target, TrafficOverrides};
 
 use super::server_cli;
 
@@ -34,25 +34,18 @@ pub fn plan_with(
 ) -> Plan {
     let mut argv = vec![server_cli().to_string(), "--port".into(), "{port}".into()];
     argv.extend(server_args.iter().map(|a| a.to_string()));
-    Plan {
-        scenario,
-        server: ServerCommand { argv },
-        port: None,
-        disruptions: vec![shutdown_harness::Disruption::default_for(scenario)],
-        expect_workers: None,
-        signal_after: Duration::from_secs_f64(signal_after),
-        repeat_every: None,
-        duration: Duration::from_secs_f64(duration),
-        clients: scenario.clients(overrides),
-        max_exit_after: Duration::from_secs(15),
-        ready_timeout: Duration::from_secs(20),
-        expectation: shutdown_harness::Disruption::default_for(scenario).expectation(),
-        server_log: std::env::temp_dir().join(format!(
-            "server-cli-test-{}-{}.log",
-            std::process::id(),
-            RUN_NUMBER.fetch_add(1, Ordering::Relaxed)
-        )),
-    }
+    let log = std::env::temp_dir().join(format!(
+        "server-cli-test-{}-{}.log",
+        std::process::id(),
+        RUN_NUMBER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut plan = Plan::new(scenario, Target::Launch(ServerCommand { argv }), log);
+    plan.signal_after = Duration::from_secs_f64(signal_after);
+    plan.duration = Duration::from_secs_f64(duration);
+    plan.clients = scenario.clients(overrides);
+    plan.max_exit_after = Duration::from_secs(15);
+    plan.ready_timeout = Duration::from_secs(20);
+    plan
 }
 
 pub fn run(plan: &Plan) -> Report {

@@ -5,26 +5,19 @@ use nix::sys::signal::Signal;
 use super::*;
 use crate::launcher::ServerCommand;
 use crate::outcome::Outcome;
+use crate::target::Target;
 
 fn plan(disruptions: Vec<Disruption>) -> Plan {
-    let scenario = Scenario::Seed;
-    Plan {
-        scenario,
-        server: ServerCommand {
-            argv: vec!["server".into()],
-        },
-        port: None,
-        expectation: Disruption::expectation_of(&disruptions),
-        disruptions,
-        signal_after: Duration::from_secs(1),
-        repeat_every: None,
-        duration: Duration::from_secs(3),
-        clients: Vec::new(),
-        expect_workers: None,
-        max_exit_after: Duration::from_secs(10),
-        ready_timeout: Duration::from_secs(5),
-        server_log: "/dev/null".into(),
-    }
+    let target = Target::Launch(ServerCommand {
+        argv: vec!["server".into()],
+    });
+    let mut plan = Plan::new(Scenario::Seed, target, "/dev/null".into());
+    plan.set_disruptions(disruptions);
+    plan.signal_after = Duration::from_secs(1);
+    plan.duration = Duration::from_secs(3);
+    plan.clients = Vec::new();
+    plan.max_exit_after = Duration::from_secs(10);
+    plan
 }
 
 fn request(start: f64, end: f64, outcome: Outcome) -> RequestRecord {
@@ -42,6 +35,7 @@ fn observed(records: Vec<RequestRecord>, exit: ServerExit) -> Observation {
         server_command: vec!["server".into()],
         records,
         disruptions: vec![1.0],
+        commands: Vec::new(),
         exit,
         orphans: Vec::new(),
         workers_at_end: None,
@@ -161,5 +155,52 @@ fn a_run_where_nothing_was_answered_fails() {
     assert_eq!(
         summary.failures,
         vec!["no request was answered".to_string()]
+    );
+}
+
+fn url_plan() -> Plan {
+    let url = crate::target::UrlTarget::parse("http://127.0.0.1:9/").expect("valid");
+    let mut plan = Plan::new(Scenario::Seed, Target::Url(url), "/dev/null".into());
+    plan.set_disruptions(vec![Disruption::Command("restart".into())]);
+    plan
+}
+
+fn command(success: bool, output: &str) -> crate::observation::CommandRun {
+    crate::observation::CommandRun {
+        command: "restart".into(),
+        started: 1.0,
+        ended: 2.0,
+        status: if success {
+            "exit status: 0"
+        } else {
+            "exit status: 3"
+        }
+        .into(),
+        success,
+        output: output.into(),
+    }
+}
+
+#[test]
+fn a_server_not_launched_is_judged_on_its_requests_and_the_commands_only() {
+    let plan = url_plan();
+    assert_eq!(plan.expectation, Expectation::RequestsOnly);
+    let records = vec![
+        request(0.5, 0.6, Outcome::Ok(200)),
+        request(1.5, 1.5, Outcome::Refused),
+        request(1.6, 1.6, Outcome::StreamRefused),
+    ];
+    let mut observation = observed(records.clone(), ServerExit::NotLaunched);
+    observation.commands = vec![command(true, "")];
+    let summary = judge(&plan, &observation);
+    assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+    assert_eq!((summary.ok, summary.refused, summary.dropped), (1, 2, 0));
+
+    let mut failed = observed(records, ServerExit::NotLaunched);
+    failed.commands = vec![command(false, "starting\nunit app.service not found\n\n")];
+    let failures = judge(&plan, &failed).failures;
+    assert_eq!(
+        failures,
+        ["the disruption command `restart` failed (exit status: 3): unit app.service not found"]
     );
 }
