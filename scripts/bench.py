@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -316,48 +317,75 @@ def idle_connections_at_shutdown(count):
     return result
 
 
-def harness_ceiling(secs):
-    argv = [HARNESS, "--scenario", "load", "--duration", str(secs), "--signal-after", str(secs - 1),
-            "--", *contender_command("server-cli", "{port}", 2)]
-    out = subprocess.run(argv, capture_output=True, text=True).stdout
-    m = re.search(r"ok_rps_before_signal=(\d+)", out)
-    rps = int(m.group(1)) if m else None
-    print(f"  harness load scenario against server-cli --workers 2: {rps} answered req/s", flush=True)
-    return rps
+def harness_vs_wrk(secs, connections=64):
+    """The harness's own speed on keep-alive connections next to wrk's, against the same
+    server-cli --workers 2 in the same run: the harness must never be the bottleneck that
+    hides a drop (goal: at least half of wrk's rate)."""
+    port = free_port()
+    server = Server(contender_command("server-cli", port), port)
+    try:
+        by_wrk, _ = wrk(port, secs, connections, False)
+        with tempfile.TemporaryDirectory() as tmp:
+            report = os.path.join(tmp, "harness.json")
+            subprocess.run([HARNESS, "--url", f"http://127.0.0.1:{port}/", "--scenario", "keepalive",
+                            "--clients", str(connections), "--interval", "0",
+                            "--duration", str(secs), "--signal-after", str(secs / 2),
+                            "--json", report], capture_output=True, text=True)
+            summary = json.load(open(report))["summary"]
+    finally:
+        server.kill()
+    harness_rps = summary["ok"] / secs
+    result = {"connections": connections, "seconds": secs,
+              "wrk_rps": round(by_wrk["requests_per_sec"]), "harness_rps": round(harness_rps),
+              "harness_dropped": summary["dropped"],
+              "ratio": round(harness_rps / by_wrk["requests_per_sec"], 3)}
+    print(f"  keep-alive, {connections} connections, server-cli --workers 2: wrk "
+          f"{result['wrk_rps']} req/s, harness {result['harness_rps']} req/s "
+          f"(ratio {result['ratio']})", flush=True)
+    return result
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="seconds, not minutes: keeps the script working")
     parser.add_argument("--no-peers", action="store_true", help="skip uvicorn and gunicorn")
+    parser.add_argument("--only", nargs="+", metavar="SECTION",
+                        help="measure only these sections (e.g. harness_vs_wrk) and update them in the JSON")
     args = parser.parse_args()
     smoke = args.smoke
     secs = 1 if smoke else 10
     runs = 2 if smoke else 10
     contenders = ["server-cli", "axum-baseline"] + ([] if args.no_peers else ["uvicorn", "gunicorn"])
-    results = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release,
-                           "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-                                        if l.startswith("model name")), "?")},
-               "smoke": smoke}
-    print("throughput, GET / (wrk -t2 -c64):", flush=True)
-    results["throughput"] = throughput(contenders, secs, 64)
-    print("shutdown latency:", flush=True)
-    results["shutdown_latency"] = shutdown_latency([1, 2] if smoke else [1, 2, 8], runs)
-    if not smoke:
-        results["shutdown_with_10s_hook"] = {"2": shutdown_with_hook(2), "8": shutdown_with_hook(8)}
-    print("worker start:", flush=True)
-    results["worker_start"] = worker_start_and_respawn(runs)
-    print("memory:", flush=True)
-    results["memory"] = memory(max(secs, 2))
-    print("scale:", flush=True)
-    results["scale_keepalive_rps"] = scale([1, 2] if smoke else [1, 2, 4, 8], max(secs // 2, 1))
-    print("idle keep-alive connections during a shutdown:", flush=True)
-    results["idle_keepalive_shutdown"] = idle_connections_at_shutdown(100 if smoke else 1000)
-    print("harness ceiling:", flush=True)
-    results["harness_load_ok_rps"] = harness_ceiling(3 if smoke else 8)
     out_dir = os.path.join(ROOT, "bench", "results")
-    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "bench-smoke.json" if smoke else "bench.json")
+    results = {}
+    if args.only and os.path.exists(path):
+        # One section measured again: the others keep the figures of their own run.
+        results = json.load(open(path))
+    results.update({"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release,
+                                "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                                             if l.startswith("model name")), "?")},
+                    "smoke": smoke})
+    sections = [
+        ("throughput", "throughput, GET / (wrk -t2 -c64)", lambda: throughput(contenders, secs, 64)),
+        ("shutdown_latency", "shutdown latency",
+         lambda: shutdown_latency([1, 2] if smoke else [1, 2, 8], runs)),
+        ("shutdown_with_10s_hook", "shutdown with the seed's 10 s hook",
+         None if smoke else lambda: {"2": shutdown_with_hook(2), "8": shutdown_with_hook(8)}),
+        ("worker_start", "worker start", lambda: worker_start_and_respawn(runs)),
+        ("memory", "memory", lambda: memory(max(secs, 2))),
+        ("scale_keepalive_rps", "scale",
+         lambda: scale([1, 2] if smoke else [1, 2, 4, 8], max(secs // 2, 1))),
+        ("idle_keepalive_shutdown", "idle keep-alive connections during a shutdown",
+         lambda: idle_connections_at_shutdown(100 if smoke else 1000)),
+        ("harness_vs_wrk", "the harness's speed next to wrk's", lambda: harness_vs_wrk(2 if smoke else 10)),
+    ]
+    for key, label, measure in sections:
+        if measure is None or (args.only and key not in args.only):
+            continue
+        print(f"{label}:", flush=True)
+        results[key] = measure()
+    os.makedirs(out_dir, exist_ok=True)
     with open(path, "w") as f:
         json.dump(results, f, indent=1)
     print(f"wrote {path}")
@@ -365,9 +393,11 @@ def main():
     ka = results["throughput"].get("server-cli", {}).get("keepalive", {})
     if ka.get("socket_errors") or ka.get("non_2xx"):
         failures.append("server-cli had errors under load")
-    idle = results["idle_keepalive_shutdown"]
-    if idle["closed_cleanly"] != idle["connections"]:
+    idle = results.get("idle_keepalive_shutdown", {})
+    if idle.get("closed_cleanly") != idle.get("connections"):
         failures.append("idle keep-alive connections were not all closed cleanly")
+    if not smoke and results.get("harness_vs_wrk", {}).get("ratio", 1) < 0.5:
+        failures.append("the harness reached less than half of wrk's rate")
     for f in failures:
         print(f"FAIL: {f}")
     return 1 if failures else 0

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Benchmarks: server-cli against a plain axum server, uvicorn and gunicorn, in one run on
 # this machine (throughput and latency, shutdown latency, worker start and respawn, memory,
-# scale, 1,000 idle keep-alive connections at shutdown, the harness's ceiling).
+# scale, 1,000 idle keep-alive connections at shutdown, the harness's speed next to wrk's).
 # Results: bench/results/bench.json (bench-smoke.json with --smoke).
 #
 #   scripts/bench.sh                full run (several minutes)
 #   scripts/bench.sh --smoke        seconds; keeps the script working (CI)
 #   scripts/bench.sh --no-peers     without uvicorn and gunicorn
+#   scripts/bench.sh --only harness_vs_wrk   one section again, updated in bench.json
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

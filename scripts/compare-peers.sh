@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Runs the harness's seed, load and keepalive scenarios against uvicorn --workers 2,
 # gunicorn with uvicorn workers, server-cli --workers 2 (demo app) and server-cli running
-# unmodified uvicorn workers on fd 3, and prints dropped requests per scenario per server. Summaries go to bench/results/compare-peers.json (the full
-# per-request reports stay in a temporary directory).
+# unmodified uvicorn workers on fd 3, and prints dropped requests per scenario per server.
+# Summaries are updated in bench/results/compare-peers.json (the full per-request reports
+# stay in a temporary directory); the seed scenario's timelines go to docs/seed-SERVER.svg.
 #
 #   scripts/compare-peers.sh [SERVER...]
 #   (default: uvicorn gunicorn server-cli server-cli-uvicorn; see scripts/lib.sh)
 #   SCENARIOS="seed load" scripts/compare-peers.sh
+#   CLIENT=reqwest SCENARIOS=keepalive TABLES=1 scripts/compare-peers.sh server-cli uvicorn
+#     (another client library; TABLES=1 prints every run's outcome table)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 servers=("$@")
 [ ${#servers[@]} -gt 0 ] || servers=(uvicorn gunicorn server-cli server-cli-uvicorn)
 read -r -a scenarios <<< "${SCENARIOS:-seed load keepalive}"
+client="${CLIENT:-raw}"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-mkdir -p "$ROOT/bench/results"
+mkdir -p "$ROOT/bench/results" "$ROOT/docs"
 
 build_release
 ensure_peers
@@ -24,9 +28,12 @@ declare -A dropped
 for scenario in "${scenarios[@]}"; do
   for server in "${servers[@]}"; do
     json="$out/$scenario-$server.json"
+    svg=()
+    [ "$scenario" = seed ] && [ "$client" = raw ] && svg=(--svg "$ROOT/docs/seed-$server.svg")
     # shellcheck disable=SC2046
-    "$HARNESS" --scenario "$scenario" --json "$json" -- $(server_command "$server") \
-      | tail -n 1 | sed "s/^/[$scenario $server] /" || true
+    "$HARNESS" --scenario "$scenario" --client "$client" --json "$json" "${svg[@]}" \
+      -- $(server_command "$server") > "$out/$scenario-$server.txt" || true
+    tail -n 1 "$out/$scenario-$server.txt" | sed "s/^/[$scenario $server] /"
     dropped[$scenario,$server]=$(json_field "$json" dropped)
   done
 done
@@ -40,9 +47,21 @@ for scenario in "${scenarios[@]}"; do
   printf '\n'
 done
 
-python3 - "$out" "$ROOT/bench/results/compare-peers.json" <<'PY'
+if [ -n "${TABLES:-}" ]; then
+  for scenario in "${scenarios[@]}"; do
+    for server in "${servers[@]}"; do
+      printf '\n[%s %s, --client %s]\n' "$scenario" "$server" "$client"
+      sed -n '/^outcome /,/^server:/p' "$out/$scenario-$server.txt"
+    done
+  done
+fi
+
+results="$ROOT/bench/results/compare-peers.json"
+[ "$client" = raw ] || results="$ROOT/bench/results/compare-peers-$client.json"
+python3 - "$out" "$results" <<'PY'
 import glob, json, os, sys
-summaries = {}
+# Runs of other scenarios and servers keep their figures: only this run's entries change.
+summaries = json.load(open(sys.argv[2])) if os.path.exists(sys.argv[2]) else {}
 for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
     summary = json.load(open(path))["summary"]
     summaries[os.path.basename(path)[:-5]] = {

@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# Two instances of a server behind nginx, a rolling restart under POST load.
+# Two instances of a server behind nginx, a rolling restart under POST load, measured by
+# the shutdown harness as an operator would: it drives POST /echo through nginx (--url),
+# and the rolling restart is its --disrupt command.
 #
-# nginx (proxy_next_upstream error timeout, keep-alive to the upstreams) spreads wrk's
-# POST /echo load over instances A and B. After a few seconds, A gets SIGTERM, is started
-# again once it has exited, and once it answers, the same happens to B. nginx retries a
-# refused connection on the other instance, but never re-sends a POST that reached an
-# upstream which then closed or reset the connection: only a clean refusal plus a clean
-# keep-alive drain leaves clients with 0 errors and 0 non-2xx.
+# nginx (proxy_next_upstream error timeout, keep-alive to the upstreams) spreads the load
+# over instances A and B. 3 s in, A gets SIGTERM, is started again once it has exited, and
+# once it answers, the same happens to B. nginx retries a refused connection on the other
+# instance, but never re-sends a POST that reached an upstream which then closed or reset
+# the connection (the client gets a 502): only a clean refusal plus a clean keep-alive
+# drain leaves every request answered.
 #
 #   scripts/multi-instance.sh [SERVER...]   (default: server-cli uvicorn gunicorn)
-#   DURATION=60 scripts/multi-instance.sh server-cli
-# Needs nginx and wrk (installed with apt-get when missing and run as root).
+#   DURATION=30 scripts/multi-instance.sh server-cli
+# Results: bench/results/multi-instance.json. Needs nginx (installed with apt-get when
+# missing and run as root).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 servers=("$@")
 [ ${#servers[@]} -gt 0 ] || servers=(server-cli uvicorn gunicorn)
-duration="${DURATION:-60}"
+duration="${DURATION:-20}"
 
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
-  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx wrk
+if ! command -v nginx >/dev/null; then
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx
 fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 build_release
@@ -56,23 +59,33 @@ wait_ready() {  # port
 
 start_instance() {  # server, port, name -> pid in $tmp/name.pid
   # shellcheck disable=SC2046
-  setsid $(instance_command "$1" "$2") >> "$tmp/$3.log" 2>&1 &
+  setsid $(instance_command "$1" "$2") >> "$tmp/$3.log" 2>&1 < /dev/null &
   echo $! > "$tmp/$3.pid"
   wait_ready "$2"
 }
 
-restart_instance() {  # server, port, name
-  local pid; pid="$(cat "$tmp/$3.pid")"
-  kill -TERM "$pid"
-  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
-  start_instance "$1" "$2" "$3"
+# The rolling restart as one script, for the harness's --disrupt.
+write_rolling_restart() {  # server, port_a, port_b
+  cat > "$tmp/rolling-restart.sh" <<SH
+#!/usr/bin/env bash
+set -euo pipefail
+$(declare -f wait_ready start_instance instance_command)
+tmp="$tmp"; SERVER_CLI="$SERVER_CLI"; VENV="$VENV"; PEERS_DIR="$PEERS_DIR"
+for pair in a:$2 b:$3; do
+  name=\${pair%%:*}; port=\${pair#*:}
+  pid=\$(cat "\$tmp/\$name.pid")
+  kill -TERM "\$pid"
+  for _ in \$(seq 1 1200); do kill -0 "\$pid" 2>/dev/null || break; sleep 0.05; done
+  if kill -0 "\$pid" 2>/dev/null; then echo "instance \$name did not exit in 60 s" >&2; exit 1; fi
+  start_instance "$1" "\$port" "\$name"
+  echo "instance \$name restarted at \$(date +%T.%N | cut -c1-12)"
+done
+SH
+  chmod +x "$tmp/rolling-restart.sh"
 }
 
-cat > "$tmp/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body   = string.rep("x", 512)
-wrk.headers["Content-Type"] = "application/octet-stream"
-LUA
+head -c 512 /dev/zero | tr '\0' x > "$tmp/body"
+mkdir -p "$ROOT/bench/results"
 
 results=()
 for server in "${servers[@]}"; do
@@ -106,24 +119,31 @@ NGINX
   start_instance "$server" "$port_b" b
   "$NGINX" -p "$tmp" -c "$tmp/nginx.conf" -g 'daemon on;'
   wait_ready "$port_lb"
-  wrk -t2 -c32 -d"${duration}s" -s "$tmp/post.lua" "http://127.0.0.1:$port_lb/echo" > "$tmp/wrk.txt" &
-  wrk_pid=$!
-  wrk_started=$SECONDS
-  sleep 3
-  restart_instance "$server" "$port_a" a
-  restart_instance "$server" "$port_b" b
-  restart_done=$((SECONDS - wrk_started))
-  wait "$wrk_pid" || true
-  non2xx=$(grep -oP 'Non-2xx or 3xx responses: \K[0-9]+' "$tmp/wrk.txt" || echo 0)
-  errors=$(grep -oP 'Socket errors: \K.*' "$tmp/wrk.txt" || echo "none")
-  requests=$(grep -oP '^\s*\K[0-9]+(?= requests in)' "$tmp/wrk.txt" || echo "?")
-  results+=("$(printf '%-20s %10s %12s   %s' "$server" "$requests" "$non2xx" "$errors")")
+  write_rolling_restart "$server" "$port_a" "$port_b"
+  "$HARNESS" --url "http://127.0.0.1:$port_lb/echo" --method POST --body-file "$tmp/body" \
+    --header 'Content-Type: application/octet-stream' \
+    --scenario keepalive --clients 32 --interval 0 --request-timeout 30 \
+    --duration "$duration" --signal-after 3 --settle 3 \
+    --disrupt "$tmp/rolling-restart.sh" --json "$tmp/$server.json" > "$tmp/$server.txt" || true
+  sed 's/^/    /' "$tmp/$server.txt" >&2
+  results+=("$(printf '%-20s %s' "$server" "$(tail -n 1 "$tmp/$server.txt")")")
   kill "$(cat "$tmp/nginx.pid")"; sleep 0.2
   for name in a b; do kill -TERM "$(cat "$tmp/$name.pid")" 2>/dev/null || true; done
-  for name in a b; do while kill -0 "$(cat "$tmp/$name.pid")" 2>/dev/null; do sleep 0.1; done; done
-  echo "[$server] rolling restart done $restart_done s into the load; wrk:" >&2
-  sed 's/^/    /' "$tmp/wrk.txt" >&2
+  for name in a b; do
+    for _ in $(seq 1 1200); do kill -0 "$(cat "$tmp/$name.pid")" 2>/dev/null || break; sleep 0.05; done
+  done
 done
 
-printf '\n%-20s %10s %12s   %s\n' server requests non-2xx "socket errors"
+printf '\n%-20s %s\n' server "harness (POST /echo through nginx, rolling restart of both instances)"
 printf '%s\n' "${results[@]}"
+python3 - "$tmp" "$ROOT/bench/results/multi-instance.json" "${servers[@]}" <<'PY'
+import json, os, sys
+tmp, out, servers = sys.argv[1], sys.argv[2], sys.argv[3:]
+summaries = {}
+for server in servers:
+    path = os.path.join(tmp, server + ".json")
+    if os.path.exists(path):
+        s = json.load(open(path))["summary"]
+        summaries[server] = {k: s[k] for k in ("dropped", "ok", "refused", "total", "rows", "commands")}
+json.dump(summaries, open(out, "w"), indent=1)
+PY

@@ -15,7 +15,8 @@ pub struct Report {
     pub summary: Summary,
     /// Every request, in the order clients finished.
     pub requests: Vec<RequestRecord>,
-    /// Seconds of traffic in all (for the timeline).
+    /// Seconds of traffic in all (for the timeline): the plan's, or longer if traffic
+    /// went on until a disruption command had ended.
     pub duration: f64,
 }
 
@@ -23,10 +24,12 @@ impl Report {
     /// Judges an observation against its plan.
     pub fn new(plan: &Plan, observation: Observation) -> Self {
         let summary = judge(plan, &observation);
+        // Traffic may outlast the plan's duration (a disruption command that ran long).
+        let last_end = observation.records.iter().map(|r| r.end).fold(0.0, f64::max);
         Self {
             summary,
             requests: observation.records,
-            duration: plan.duration.as_secs_f64(),
+            duration: plan.duration.as_secs_f64().max(last_end),
         }
     }
 

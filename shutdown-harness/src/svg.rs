@@ -29,8 +29,12 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         svg,
-        r#"<text x="10" y="20" font-size="14">{:?}: dropped={} ok={} refused={} (request start time, s)</text>"#,
-        s.scenario, s.dropped, s.ok, s.refused
+        r#"<text x="10" y="20" font-size="14">{}, {:?}: dropped={} ok={} refused={} (request start time, s)</text>"#,
+        escape(&server_name(&s.server_command)),
+        s.scenario,
+        s.dropped,
+        s.ok,
+        s.refused
     );
     for (i, (outcome, bins)) in lanes.iter().enumerate() {
         draw_lane(&mut svg, TOP + LANE * i as f64, *outcome, bins);
@@ -47,11 +51,17 @@ pub fn render(report: &Report) -> String {
             TOP - 10.0
         );
     };
-    marker(
-        s.signal_at,
-        &format!("SIG{}", s.signal.trim_start_matches("SIG")),
-        "#9467bd",
-    );
+    if s.commands.is_empty() {
+        marker(
+            s.signal_at,
+            &format!("SIG{}", s.signal.trim_start_matches("SIG")),
+            "#9467bd",
+        );
+    }
+    for command in &s.commands {
+        marker(command.started, "command", "#9467bd");
+        marker(command.ended, "ended", "#9467bd");
+    }
     if let ServerExit::Exited { after_signal, .. } | ServerExit::HandedOver { after_signal } =
         s.server_exit
     {
@@ -59,6 +69,22 @@ pub fn render(report: &Report) -> String {
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// The program's file name, or the URL, for the title.
+fn server_name(command: &[String]) -> String {
+    let first = command.first().map_or("", String::as_str);
+    if first.contains("://") {
+        return first.to_string();
+    }
+    first.rsplit('/').next().unwrap_or(first).to_string()
+}
+
+/// Text made safe inside an SVG element.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Width of the plot area.
