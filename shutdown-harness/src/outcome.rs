@@ -32,7 +32,8 @@ pub enum Outcome {
     /// Another error while connecting (e.g. no local port left).
     ConnectError,
     /// HTTP/2: the server refused the stream (REFUSED_STREAM, or it was above a GOAWAY's
-    /// last stream): never processed, retriable, like a refused connection.
+    /// last stream), or the client library never sent it (the connection had just got
+    /// GOAWAY): never processed, retriable, like a refused connection.
     StreamRefused,
     /// HTTP/2: the server reset the stream for another reason.
     StreamReset,

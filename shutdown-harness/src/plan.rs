@@ -55,9 +55,13 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// A plan with the command line's defaults: the scenario's clients and disruption,
-    /// 5 s of traffic before it, 20 s in all.
+    /// A plan with the command line's defaults: the scenario's clients and disruption
+    /// (nothing for a URL, until a command is set), 5 s of traffic before it, 20 s in all.
     pub fn new(scenario: Scenario, target: Target, server_log: PathBuf) -> Self {
+        let disruption = match target {
+            Target::Launch(_) => Disruption::default_for(scenario),
+            Target::Url(_) => Disruption::Nothing,
+        };
         let mut plan = Self {
             scenario,
             target,
@@ -78,7 +82,7 @@ impl Plan {
             expectation: Expectation::Exits,
             server_log,
         };
-        plan.set_disruptions(vec![Disruption::default_for(scenario)]);
+        plan.set_disruptions(vec![disruption]);
         plan
     }
 
@@ -89,6 +93,21 @@ impl Plan {
             Target::Launch(_) => Disruption::expectation_of(&disruptions),
         };
         self.disruptions = disruptions;
+    }
+
+    /// The `index`-th disruption of the cycled sequence.
+    pub fn disruption_at(&self, index: usize) -> &Disruption {
+        const NOTHING: &Disruption = &Disruption::Nothing;
+        if self.disruptions.is_empty() {
+            return NOTHING;
+        }
+        &self.disruptions[index % self.disruptions.len()]
+    }
+
+    /// The sequence's name in reports.
+    pub fn disruption_label(&self) -> String {
+        let labels: Vec<String> = self.disruptions.iter().map(Disruption::label).collect();
+        labels.join(",")
     }
 }
 
@@ -153,23 +172,6 @@ impl Disruption {
             Disruption::Nothing => "nothing".into(),
             Disruption::Command(command) => format!("`{command}`"),
         }
-    }
-}
-
-impl Plan {
-    /// The `index`-th disruption of the cycled sequence.
-    pub fn disruption_at(&self, index: usize) -> &Disruption {
-        const NOTHING: &Disruption = &Disruption::Nothing;
-        if self.disruptions.is_empty() {
-            return NOTHING;
-        }
-        &self.disruptions[index % self.disruptions.len()]
-    }
-
-    /// The sequence's name in reports.
-    pub fn disruption_label(&self) -> String {
-        let labels: Vec<String> = self.disruptions.iter().map(Disruption::label).collect();
-        labels.join(",")
     }
 }
 

@@ -25,7 +25,11 @@ impl Report {
     pub fn new(plan: &Plan, observation: Observation) -> Self {
         let summary = judge(plan, &observation);
         // Traffic may outlast the plan's duration (a disruption command that ran long).
-        let last_end = observation.records.iter().map(|r| r.end).fold(0.0, f64::max);
+        let last_end = observation
+            .records
+            .iter()
+            .map(|r| r.end)
+            .fold(0.0, f64::max);
         Self {
             summary,
             requests: observation.records,

@@ -109,9 +109,14 @@ fn build(
 }
 
 /// A failed stream. REFUSED_STREAM, or a GOAWAY that the stream was not covered by, means
-/// the server never processed it (RFC 9113, 8.7): retriable like a refused connection.
-/// Anything else lost the request.
+/// the server never processed it (RFC 9113, 8.7): retriable like a refused connection. So
+/// does a request hyper canceled before handing it to the connection ("connection was not
+/// ready", "connection closed": GOAWAY arrived between the readiness check and the send),
+/// which never left the client. Anything else lost the request.
 fn stream_outcome(e: &hyper::Error) -> Outcome {
+    if e.is_canceled() {
+        return Outcome::StreamRefused;
+    }
     let mut source = e.source();
     while let Some(cause) = source {
         if let Some(h2) = cause.downcast_ref::<h2::Error>() {
@@ -130,7 +135,7 @@ fn stream_outcome(e: &hyper::Error) -> Outcome {
         }
         source = cause.source();
     }
-    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
+    if e.is_incomplete_message() || e.is_closed() {
         Outcome::EofBeforeResponse
     } else {
         Outcome::OtherError
