@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use server_core::{Bind, ListenerDrain, ListenerMode, ServerConfig};
+use server_core::{Bind, ClientAuth, ListenerDrain, ListenerMode, ServerConfig, TlsSettings};
 
 /// Run an HTTP app on N worker processes; stop, restart and scale them without dropping a
 /// request.
@@ -89,6 +89,31 @@ pub struct Cli {
     /// Serve on a Unix domain socket at this path instead of TCP (removed at exit).
     #[arg(long, value_name = "PATH", conflicts_with = "fd")]
     pub uds: Option<std::path::PathBuf>,
+    /// HTTPS: the certificate chain, PEM (leaf first). Replaced files are served to new
+    /// connections within a second, without a restart; a pair that does not load is logged
+    /// and the previous one serves on.
+    #[arg(long, value_name = "FILE", requires = "ssl_keyfile")]
+    pub ssl_certfile: Option<std::path::PathBuf>,
+    /// HTTPS: the certificate's private key, PEM, unencrypted.
+    #[arg(long, value_name = "FILE", requires = "ssl_certfile")]
+    pub ssl_keyfile: Option<std::path::PathBuf>,
+    /// Not supported: rustls reads unencrypted keys only (refused, not ignored).
+    #[arg(long, value_name = "PASSWORD", value_parser = refuse_key_password)]
+    pub ssl_keyfile_password: Option<String>,
+    /// CA certificates (PEM) that client certificates must chain to (with --ssl-cert-reqs).
+    #[arg(long, value_name = "FILE")]
+    pub ssl_ca_certs: Option<std::path::PathBuf>,
+    /// Client certificates: 0 not asked for, 1 optional (verified when given), 2 required
+    /// (mTLS).
+    #[arg(long, value_name = "0|1|2", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub ssl_cert_reqs: u8,
+    /// ALPN protocols offered, in order.
+    #[arg(long, value_name = "LIST", default_value = "h2,http/1.1", value_parser = parse_alpn)]
+    pub ssl_alpn: Alpn,
+    /// Only uvicorn's default `TLSv1` is accepted: rustls picks its own safe cipher suites
+    /// (OpenSSL cipher strings are refused, not ignored).
+    #[arg(long, value_name = "CIPHERS", value_parser = refuse_ciphers)]
+    pub ssl_ciphers: Option<String>,
     /// Seconds the demo app's shutdown hook sleeps, as the seed report's app does.
     #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_seconds)]
     pub demo_shutdown_delay: f64,
@@ -104,6 +129,38 @@ pub struct Cli {
     /// becomes 3). Example: `-- uvicorn app:app --fd 3`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<std::ffi::OsString>,
+}
+
+/// `--ssl-alpn`: protocol names in order of preference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alpn(pub Vec<Vec<u8>>);
+
+fn parse_alpn(text: &str) -> Result<Alpn, String> {
+    let protocols: Vec<Vec<u8>> = text
+        .split(',')
+        .map(|p| p.trim().as_bytes().to_vec())
+        .collect();
+    for p in &protocols {
+        if !matches!(p.as_slice(), b"h2" | b"http/1.1") {
+            return Err(format!(
+                "`{}` is not a protocol this server speaks (h2, http/1.1)",
+                String::from_utf8_lossy(p)
+            ));
+        }
+    }
+    Ok(Alpn(protocols))
+}
+
+fn refuse_key_password(_: &str) -> Result<String, String> {
+    Err("encrypted private keys are not supported (rustls reads unencrypted PEM keys): decrypt it, e.g. `openssl pkey -in key.pem -out plain-key.pem`, and protect the file's permissions instead".into())
+}
+
+fn refuse_ciphers(text: &str) -> Result<String, String> {
+    if text == "TLSv1" {
+        Ok(text.into())
+    } else {
+        Err("OpenSSL cipher strings are not supported: rustls offers its own safe cipher suites (TLS 1.3 and TLS 1.2 with forward secrecy)".into())
+    }
 }
 
 /// `--worker-stop-signal` values.
@@ -227,7 +284,34 @@ impl Cli {
         config.limit_header_size = self.limit_header_size as usize;
         config.header_read_timeout = Duration::from_secs_f64(self.timeout_header_read);
         config.max_startup_failures = self.max_startup_failures;
+        config.tls = self.tls_settings();
         Ok(config)
+    }
+
+    /// The HTTPS settings, when `--ssl-certfile` is given.
+    pub fn tls_settings(&self) -> Option<TlsSettings> {
+        let (cert, key) = (self.ssl_certfile.as_ref()?, self.ssl_keyfile.as_ref()?);
+        let mut settings = TlsSettings::new(cert, key).with_alpn(self.ssl_alpn.0.clone());
+        if let Some(ca) = &self.ssl_ca_certs {
+            let auth = match self.ssl_cert_reqs {
+                0 => ClientAuth::None,
+                1 => ClientAuth::Optional,
+                _ => ClientAuth::Required,
+            };
+            settings = settings.with_client_auth(ca, auth);
+        }
+        Some(settings)
+    }
+
+    /// Combinations of options that make no sense, as clap's usage errors (exit 2).
+    pub fn check(&self) -> Result<(), String> {
+        if self.ssl_cert_reqs > 0 && self.ssl_ca_certs.is_none() {
+            return Err("--ssl-cert-reqs 1 or 2 needs --ssl-ca-certs (the CAs client certificates must chain to)".into());
+        }
+        if self.ssl_certfile.is_some() && !self.command.is_empty() {
+            return Err("--ssl-certfile is for the in-process workers: an external worker terminates TLS itself (e.g. uvicorn --ssl-certfile)".into());
+        }
+        Ok(())
     }
 }
 

@@ -5,10 +5,10 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::Query;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use server_core::App;
+use server_core::{App, ClientCertificate};
 
 /// `/sleep` waits this long unless `?secs=` says otherwise (the seed's value).
 const DEFAULT_SLEEP: Duration = Duration::from_secs(60);
@@ -23,7 +23,8 @@ pub fn demo_app(shutdown_delay: Duration) -> App {
         .route("/panic", get(panic))
         .route("/big", get(big))
         .route("/echo", post(echo))
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/whoami", get(whoami));
     let app = App::new(router);
     if shutdown_delay.is_zero() {
         return app;
@@ -33,6 +34,12 @@ pub fn demo_app(shutdown_delay: Duration) -> App {
         tokio::time::sleep(shutdown_delay).await;
         tracing::info!("Shutdown event done");
     })
+}
+
+/// The client certificate's subject on an mTLS connection (`null` without one).
+async fn whoami(client: Option<Extension<ClientCertificate>>) -> Json<Value> {
+    let subject = client.map(|Extension(c)| c.subject.to_string());
+    Json(json!({ "client_certificate_subject": subject }))
 }
 
 /// Query of `/sleep`.

@@ -9,11 +9,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use server_core::{Server, WorkerCommand};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if let Err(usage) = cli.check() {
+        cli::Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, usage)
+            .exit();
+    }
     server_core::logging::init(cli.log_level.as_tracing(), cli.log_format.format());
     match run(&cli) {
         Ok(code) => code,

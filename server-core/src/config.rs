@@ -99,6 +99,8 @@ pub struct ServerConfig {
     /// Up to this many requests are added at random to each worker's quota, so that workers
     /// started together are not all replaced together.
     pub max_requests_jitter: u64,
+    /// Serve HTTPS with this certificate pair (in-process workers only).
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 /// The address a server listens on.
@@ -164,6 +166,7 @@ impl ServerConfig {
             max_surge: 1,
             max_requests: None,
             max_requests_jitter: 0,
+            tls: None,
             readiness_path: Some("/healthz".into()),
             shutdown_delay: Duration::ZERO,
             pid_file: None,

@@ -15,6 +15,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The TLS certificate pair or client CAs cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// TLS is terminated by the in-process workers; an external worker terminates its own.
+    #[error("TLS is served by the in-process workers: an external worker command terminates TLS itself (e.g. uvicorn --ssl-certfile)")]
+    TlsWithWorkerCommand,
     /// Another socket already listens on the address.
     #[error("address {addr} is already in use: stop the other server or choose another port")]
     AddressInUse {

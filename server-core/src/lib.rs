@@ -42,6 +42,7 @@ mod server;
 mod signals;
 pub mod socket_activation;
 mod supervisor;
+pub mod tls;
 mod worker;
 
 pub use app::{App, ShutdownHook};
@@ -52,6 +53,7 @@ pub use handle::ServerHandle;
 pub use nix::sys::signal::Signal;
 pub use server::{Server, ShutdownOutcome};
 pub use supervisor::external::WorkerCommand;
+pub use tls::{ClientAuth, ClientCertificate, TlsSettings};
 
 /// The README's Rust examples, compiled as doctests so that they cannot rot.
 #[doc = include_str!("../../README.md")]

@@ -107,7 +107,9 @@ impl Server {
         self.check_threads()?;
         let make_app = move || make_app().into();
         let config = &self.config;
-        let mut body = |start| worker::run(start, config, &make_app);
+        // A bad pair stops the start here, in one line; workers inherit the good one.
+        let tls = config.tls.as_ref().map(crate::tls::load_pair).transpose()?;
+        let mut body = |start| worker::run(start, config, &make_app, tls.clone());
         supervisor::run(
             config,
             supervisor::Workers::InProcess(&mut body),
@@ -123,6 +125,9 @@ impl Server {
     /// lose nothing that was queued.
     pub fn serve_command(self, command: &WorkerCommand) -> Result<ShutdownOutcome> {
         self.check_threads()?;
+        if self.config.tls.is_some() {
+            return Err(Error::TlsWithWorkerCommand);
+        }
         let prepared = PreparedCommand::new(command)?;
         supervisor::run(
             &self.config,

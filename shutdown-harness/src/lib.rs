@@ -36,6 +36,6 @@ pub use report::Report;
 pub use request::{OkStatus, RequestShape};
 pub use run::run;
 pub use scenario::{Scenario, TrafficOverrides};
-pub use target::{Target, UrlTarget};
+pub use target::{Scheme, Target, UrlTarget};
 pub use tls::Trust;
 pub use transport::{ClientLibrary, HttpVersion};

@@ -8,8 +8,9 @@ use bytes::Bytes;
 use clap::Parser;
 use nix::sys::signal::Signal;
 use shutdown_harness::request::{parse_header, parse_method, parse_path};
+use shutdown_harness::UrlTarget;
 use shutdown_harness::{ClientLibrary, Disruption, HttpVersion, OkStatus, RequestShape};
-use shutdown_harness::{Plan, Scenario, ServerCommand, Target, TrafficOverrides, Trust, UrlTarget};
+use shutdown_harness::{Plan, Scenario, Scheme, ServerCommand, Target, TrafficOverrides, Trust};
 
 /// Launch a server (or take any URL), drive traffic at it, disrupt it (a signal, or any
 /// command such as `systemctl restart app`), and classify every request. Exits 0 only when
@@ -65,6 +66,9 @@ pub struct Options {
     /// Accept any server certificate (https:// URLs): encrypted, not verified.
     #[arg(long)]
     pub insecure: bool,
+    /// The launched server speaks HTTPS (trust it with --cacert or --insecure).
+    #[arg(long, conflicts_with = "url")]
+    pub https: bool,
     /// Traffic shape.
     #[arg(long, value_enum, default_value_t = Scenario::Seed)]
     pub scenario: Scenario,
@@ -203,6 +207,11 @@ impl Options {
         let mut plan = Plan::new(self.scenario, target, server_log);
         plan.set_disruptions(disruptions);
         plan.port = self.port;
+        plan.launch_scheme = if self.https {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
         plan.expect_workers = self.expect_workers;
         plan.signal_after = signal_after;
         plan.repeat_every = self

@@ -8,7 +8,7 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 
 use crate::scenario::{ClientGroup, Scenario, TrafficOverrides};
-use crate::target::Target;
+use crate::target::{Scheme, Target};
 use crate::tls::Trust;
 use crate::transport::{ClientLibrary, HttpVersion};
 
@@ -21,6 +21,8 @@ pub struct Plan {
     pub target: Target,
     /// Port to use when the launch command has no `{port}`.
     pub port: Option<u16>,
+    /// Whether the launched server speaks HTTPS (`--https`).
+    pub launch_scheme: Scheme,
     /// What to do to the server; with repeats, the sequence is cycled (e.g. TTOU, TTIN).
     pub disruptions: Vec<Disruption>,
     /// When to do it first, after traffic starts.
@@ -66,6 +68,7 @@ impl Plan {
             scenario,
             target,
             port: None,
+            launch_scheme: Scheme::Http,
             disruptions: Vec::new(),
             signal_after: Duration::from_secs(5),
             repeat_every: None,

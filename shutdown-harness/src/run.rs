@@ -88,7 +88,7 @@ async fn observe_launched(
     };
     let argv = command.resolved(port);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let transport = transport_for(plan, addr, "127.0.0.1", Scheme::Http)?;
+    let transport = transport_for(plan, addr, "127.0.0.1", plan.launch_scheme)?;
     let mut child = launch(&argv, &plan.server_log)?;
     let pid = child.id().unwrap_or(0);
     if let Err(e) = wait_until_ready(&transport, &mut child, plan).await {

@@ -102,7 +102,7 @@ pub(crate) fn run(
         crate::config::Bind::Unix(path) => Some(UnixSocketFile(path.clone())),
         _ => None,
     };
-    log_start(&listeners, drain);
+    log_start(&listeners, drain, config.tls.is_some());
     let protocol = match workers {
         Workers::InProcess(_) => WorkerProtocol::Native,
         Workers::Command(_) => WorkerProtocol::External,
@@ -162,10 +162,15 @@ fn exit_outcome(actions: &[Action]) -> Option<ShutdownOutcome> {
 }
 
 /// The start-up lines: the parent, where it listens, which drain mode is in force.
-fn log_start(listeners: &Listeners, drain: DrainMode) {
+fn log_start(listeners: &Listeners, drain: DrainMode, https: bool) {
     tracing::info!("Started parent process [{}]", std::process::id());
     if let Some(listener) = listeners.any() {
-        tracing::info!("Listening on {} (Press CTRL+C to quit)", listener.url());
+        let url = listener.url();
+        let url = match https {
+            true => url.replacen("http://", "https://", 1),
+            false => url,
+        };
+        tracing::info!("Listening on {url} (Press CTRL+C to quit)");
     }
     match drain {
         DrainMode::Ebpf => tracing::info!(

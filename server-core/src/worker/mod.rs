@@ -6,6 +6,7 @@ mod listener;
 mod reporter;
 mod service;
 mod stop;
+mod tls;
 
 use std::io;
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -31,6 +32,9 @@ use listener::WorkerListener;
 use reporter::{report_to_parent, RequestQuota};
 use service::WorkerService;
 use stop::{wait_for_stop, StopRequest};
+use tls::WorkerTls;
+
+use crate::tls::{ClientCertificate, PairWatch};
 
 /// Pause after an accept error such as EMFILE, so that a worker out of descriptors retries
 /// instead of spinning.
@@ -49,7 +53,12 @@ pub(crate) struct WorkerStart {
 pub(crate) type WorkerBody<'a> = dyn FnMut(WorkerStart) -> i32 + 'a;
 
 /// Runs a worker to completion and returns its exit status. Called right after the fork.
-pub(crate) fn run(start: WorkerStart, config: &ServerConfig, make_app: &dyn Fn() -> App) -> i32 {
+pub(crate) fn run(
+    start: WorkerStart,
+    config: &ServerConfig,
+    make_app: &dyn Fn() -> App,
+    tls_pair: Option<Arc<crate::tls::ServedPair>>,
+) -> i32 {
     let pid = std::process::id();
     tracing::info!("Started server process [{pid}]");
     let runtime = if config.worker_threads <= 1 {
@@ -69,7 +78,7 @@ pub(crate) fn run(start: WorkerStart, config: &ServerConfig, make_app: &dyn Fn()
             return 1;
         }
     };
-    let status = match runtime.block_on(serve(start, config, make_app)) {
+    let status = match runtime.block_on(serve(start, config, make_app, tls_pair)) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("worker failed: {e}");
@@ -87,15 +96,26 @@ async fn serve(
     start: WorkerStart,
     config: &ServerConfig,
     make_app: &dyn Fn() -> App,
+    tls_pair: Option<Arc<crate::tls::ServedPair>>,
 ) -> io::Result<()> {
+    let tls = match (&config.tls, tls_pair) {
+        (Some(settings), Some(pair)) => {
+            let tls = WorkerTls::new(settings, pair).map_err(io::Error::other)?;
+            tokio::spawn(tls.clone().keep_current(PairWatch::new(settings.clone())));
+            Some(tls)
+        }
+        _ => None,
+    };
     match start.listener {
         Listener::Tcp(l) => {
             l.set_nonblocking(true)?;
-            serve_on(TcpListener::from_std(l)?, start.control, config, make_app).await
+            let listener = TcpListener::from_std(l)?;
+            serve_on(listener, start.control, config, make_app, tls).await
         }
         Listener::Unix(l) => {
             l.set_nonblocking(true)?;
-            serve_on(UnixListener::from_std(l)?, start.control, config, make_app).await
+            let listener = UnixListener::from_std(l)?;
+            serve_on(listener, start.control, config, make_app, tls).await
         }
     }
 }
@@ -106,6 +126,7 @@ async fn serve_on<L: WorkerListener>(
     control: StdUnixStream,
     config: &ServerConfig,
     make_app: &dyn Fn() -> App,
+    tls: Option<WorkerTls>,
 ) -> io::Result<()> {
     let app = make_app();
     control.set_nonblocking(true)?;
@@ -131,6 +152,7 @@ async fn serve_on<L: WorkerListener>(
         quota: quota.clone(),
         readiness_path: config.readiness_path.as_deref().map(Arc::from),
         limit_concurrency: config.limit_concurrency,
+        tls,
     };
 
     control_write.write_all(&[ToParent::Ready.encode()]).await?;
@@ -217,6 +239,7 @@ struct Acceptor<'a> {
     quota: Option<Arc<RequestQuota>>,
     readiness_path: Option<Arc<str>>,
     limit_concurrency: Option<usize>,
+    tls: Option<WorkerTls>,
 }
 
 impl Acceptor<'_> {
@@ -268,14 +291,38 @@ impl Acceptor<'_> {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        if self
+        let over_limit = self
             .limit_concurrency
-            .is_some_and(|limit| self.connections.len() >= limit)
-        {
-            tokio::spawn(refuse_over_limit(stream));
-            return;
+            .is_some_and(|limit| self.connections.len() >= limit);
+        let context = Arc::clone(self.context);
+        match (&self.tls, over_limit) {
+            // Over the limit on TLS: a plain-text 503 would be garbage to the client; the
+            // connection is closed before the handshake (the client may retry).
+            (Some(_), true) => drop(stream),
+            (None, true) => {
+                tokio::spawn(refuse_over_limit(stream));
+            }
+            (None, false) => {
+                let service = self.service(peer, None);
+                self.connections
+                    .spawn(serve_connection(stream, service, context));
+            }
+            (Some(tls), false) => {
+                let tls = tls.clone();
+                let service = self.service(peer, None);
+                self.connections.spawn(async move {
+                    if let Some((stream, client)) = tls.handshake(stream, &context).await {
+                        let service = service.with_client_certificate(client);
+                        serve_connection(stream, service, context).await;
+                    }
+                });
+            }
         }
-        let service = WorkerService {
+    }
+
+    /// The request wrapper of a new connection from `peer`.
+    fn service(&self, peer: String, client: Option<ClientCertificate>) -> WorkerService {
+        WorkerService {
             router: self.app.router.clone(),
             draining: self.context.draining.clone(),
             peer: Arc::from(peer),
@@ -286,9 +333,8 @@ impl Acceptor<'_> {
                 .readiness_path
                 .clone()
                 .map(|path| (path, self.context.unready.clone())),
-        };
-        self.connections
-            .spawn(serve_connection(stream, service, Arc::clone(self.context)));
+            client_certificate: client,
+        }
     }
 }
 

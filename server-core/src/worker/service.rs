@@ -19,6 +19,7 @@ use tower_service::Service;
 
 use super::activity::Activity;
 use super::reporter::RequestQuota;
+use crate::tls::ClientCertificate;
 
 /// Serves one connection's requests with the application.
 #[derive(Clone)]
@@ -37,6 +38,16 @@ pub(crate) struct WorkerService {
     pub(crate) readiness: Option<(Arc<str>, CancellationToken)>,
     /// Requests in flight and last activity of this connection (its idle timer reads it).
     pub(crate) activity: Arc<Activity>,
+    /// The client's certificate on an mTLS connection, given to every request.
+    pub(crate) client_certificate: Option<ClientCertificate>,
+}
+
+impl WorkerService {
+    /// The same, with the client certificate of the connection's TLS handshake.
+    pub(crate) fn with_client_certificate(mut self, client: Option<ClientCertificate>) -> Self {
+        self.client_certificate = client;
+        self
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -112,7 +123,10 @@ impl hyper::service::Service<Request<Incoming>> for WorkerService {
     type Error = Infallible;
     type Future = ResponseFuture;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        if let Some(client) = &self.client_certificate {
+            request.extensions_mut().insert(client.clone());
+        }
         let version = request.version();
         self.activity.request_started(version == Version::HTTP_2);
         if let Some(quota) = &self.quota {
