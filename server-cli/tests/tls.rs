@@ -138,7 +138,7 @@ fn certificates_rotate_under_load_without_a_drop_and_a_broken_pair_is_skipped() 
         Scenario::Keepalive,
         &args,
         1.0,
-        12.0,
+        20.0,
         TrafficOverrides::default(),
     );
     plan.port = Some(port);
@@ -182,7 +182,7 @@ fn certificates_rotate_under_load_without_a_drop_and_a_broken_pair_is_skipped() 
             install(&first.cert, &cert);
             install(&first.key, &key);
             served = first.der.clone();
-            std::thread::sleep(Duration::from_millis(600));
+            std::thread::sleep(Duration::from_millis(2500));
             continue;
         }
         install(&next.key, &key);
@@ -191,7 +191,7 @@ fn certificates_rotate_under_load_without_a_drop_and_a_broken_pair_is_skipped() 
             .unwrap_or_else(|| panic!("round {round}: the new certificate was never served"));
         delays.push(took);
         served = next.der.clone();
-        std::thread::sleep(Duration::from_millis(600));
+        std::thread::sleep(Duration::from_millis(2500));
     }
     let report = harness.join().unwrap();
     assert_no_drop(&report);
@@ -417,4 +417,37 @@ fn an_unfinished_handshake_is_closed_at_the_header_timeout_and_never_holds_a_sto
     assert!(status.success());
     let took = exited - signalled;
     assert!(took < Duration::from_millis(1600), "the stop took {took:?}");
+}
+
+#[test]
+fn an_idle_keep_alive_connection_gets_close_notify_then_fin_at_a_stop() {
+    let pki = TestPki::new("close-notify");
+    let pair = pki.server_pair("server");
+    let mut server = RunningServer::start_command({
+        let mut command = std::process::Command::new(server_cli());
+        command.args(["--port", "0", "--no-access-log", "--workers", "1"]);
+        command.arg("--ssl-certfile").arg(&pair.cert);
+        command.arg("--ssl-keyfile").arg(&pair.key);
+        command
+    });
+    let mut tcp = TcpStream::connect(server.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut connection =
+        rustls::ClientConnection::new(client_config(&pki, &[b"http/1.1"], None), name).unwrap();
+    let mut tls = rustls::Stream::new(&mut connection, &mut tcp);
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 512];
+    let n = tls.read(&mut first).unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    server.signal(Signal::SIGTERM);
+    // rustls reports a close without close_notify as an UnexpectedEof error: Ok(0) means
+    // the server sent close_notify, then closed (FIN; a reset would be an error too).
+    let mut rest = Vec::new();
+    let read = tls.read_to_end(&mut rest);
+    assert!(read.is_ok(), "{read:?}");
+    assert!(rest.is_empty());
+    let (status, _) = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success());
 }

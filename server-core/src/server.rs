@@ -108,7 +108,11 @@ impl Server {
         let make_app = move || make_app().into();
         let config = &self.config;
         // A bad pair stops the start here, in one line; workers inherit the good one.
-        let tls = config.tls.as_ref().map(crate::tls::load_pair).transpose()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::InheritedTls::prepare)
+            .transpose()?;
         let mut body = |start| worker::run(start, config, &make_app, tls.clone());
         supervisor::run(
             config,

@@ -109,11 +109,34 @@ pub enum TlsError {
     ClientCa(PathBuf, String),
 }
 
+/// What the parent prepares before it forks, for every worker to inherit: the checked pair
+/// and the session-ticket keys. One set of ticket keys for all workers, so that a client
+/// resumes its session (a short handshake) whichever worker it lands on.
+#[derive(Clone)]
+pub(crate) struct InheritedTls {
+    /// The pair loaded at start.
+    pub(crate) pair: Arc<ServedPair>,
+    /// Encrypts and decrypts session tickets (keys rotated every 6 hours).
+    pub(crate) ticketer: Arc<dyn rustls::server::ProducesTickets>,
+}
+
+impl InheritedTls {
+    /// Loads and checks the pair of `settings`, and makes the ticket keys.
+    pub(crate) fn prepare(settings: &TlsSettings) -> Result<Self, TlsError> {
+        Ok(Self {
+            pair: load_pair(settings)?,
+            ticketer: rustls::crypto::ring::Ticketer::new()?,
+        })
+    }
+}
+
 /// Builds the rustls server configuration of a worker: certificates from `certificate`
-/// (rotated in place), client certificates verified as `settings` say.
+/// (rotated in place), client certificates verified as `settings` say, resumption with
+/// the inherited ticket keys.
 pub(crate) fn server_config(
     settings: &TlsSettings,
     certificate: Arc<RotatingCertificate>,
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -135,6 +158,7 @@ pub(crate) fn server_config(
     };
     let mut config = builder.with_cert_resolver(certificate);
     config.alpn_protocols = settings.alpn.clone();
+    config.ticketer = ticketer;
     Ok(Arc::new(config))
 }
 

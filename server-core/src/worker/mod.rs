@@ -57,7 +57,7 @@ pub(crate) fn run(
     start: WorkerStart,
     config: &ServerConfig,
     make_app: &dyn Fn() -> App,
-    tls_pair: Option<Arc<crate::tls::ServedPair>>,
+    inherited_tls: Option<crate::tls::InheritedTls>,
 ) -> i32 {
     let pid = std::process::id();
     tracing::info!("Started server process [{pid}]");
@@ -78,7 +78,7 @@ pub(crate) fn run(
             return 1;
         }
     };
-    let status = match runtime.block_on(serve(start, config, make_app, tls_pair)) {
+    let status = match runtime.block_on(serve(start, config, make_app, inherited_tls)) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("worker failed: {e}");
@@ -96,11 +96,11 @@ async fn serve(
     start: WorkerStart,
     config: &ServerConfig,
     make_app: &dyn Fn() -> App,
-    tls_pair: Option<Arc<crate::tls::ServedPair>>,
+    inherited_tls: Option<crate::tls::InheritedTls>,
 ) -> io::Result<()> {
-    let tls = match (&config.tls, tls_pair) {
-        (Some(settings), Some(pair)) => {
-            let tls = WorkerTls::new(settings, pair).map_err(io::Error::other)?;
+    let tls = match (&config.tls, inherited_tls) {
+        (Some(settings), Some(inherited)) => {
+            let tls = WorkerTls::new(settings, inherited).map_err(io::Error::other)?;
             tokio::spawn(tls.clone().keep_current(PairWatch::new(settings.clone())));
             Some(tls)
         }

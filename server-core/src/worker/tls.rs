@@ -11,7 +11,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::connection::ConnectionContext;
 use crate::tls::{
-    client_certificate, server_config, ClientCertificate, PairChange, PairWatch,
+    client_certificate, server_config, ClientCertificate, InheritedTls, PairChange, PairWatch,
     RotatingCertificate, ServedPair, TlsError, TlsSettings,
 };
 
@@ -35,12 +35,9 @@ impl WorkerTls {
     /// Sets up TLS for a new worker from the pair the parent loaded (`inherited`); the
     /// files are read again at the first check, so a worker started after a rotation
     /// serves the new pair.
-    pub(crate) fn new(
-        settings: &TlsSettings,
-        inherited: Arc<ServedPair>,
-    ) -> Result<Self, TlsError> {
-        let certificate = Arc::new(RotatingCertificate::new(inherited));
-        let config = server_config(settings, Arc::clone(&certificate))?;
+    pub(crate) fn new(settings: &TlsSettings, inherited: InheritedTls) -> Result<Self, TlsError> {
+        let certificate = Arc::new(RotatingCertificate::new(inherited.pair));
+        let config = server_config(settings, Arc::clone(&certificate), inherited.ticketer)?;
         Ok(Self {
             acceptor: TlsAcceptor::from(config),
             certificate,
