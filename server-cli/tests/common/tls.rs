@@ -105,7 +105,7 @@ pub fn install(source: &Path, target: &Path) {
 }
 
 /// A client configuration trusting the test CA, offering `alpn`, with an optional client
-/// certificate.
+/// certificate, never resuming a session.
 pub fn client_config(
     pki: &TestPki,
     alpn: &[&[u8]],
@@ -130,6 +130,9 @@ pub fn client_config(
             .unwrap(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // Full handshakes only: a resumed session shows the certificate of the session it
+    // resumes, not the one the server serves now.
+    config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
 
