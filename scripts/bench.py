@@ -16,6 +16,8 @@ import statistics
 import subprocess
 import sys
 import threading
+import shutil
+import ssl
 import tempfile
 import time
 
@@ -52,8 +54,9 @@ def contender_command(name, port, workers=2):
 class Server:
     """A server process whose stderr lines are collected (JSON lines for server-cli)."""
 
-    def __init__(self, argv, port):
+    def __init__(self, argv, port, tls=None):
         self.port = port
+        self.tls = tls
         self.lines = []
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, start_new_session=True)
@@ -71,7 +74,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.lines[-5:]}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as raw:
+                    s = self.tls.wrap_socket(raw) if self.tls else raw
                     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                     if s.recv(64).startswith(b"HTTP/1.1 200"):
                         return
@@ -141,11 +145,11 @@ def parse_latency(text, label):
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-def wrk(port, secs, connections, new_connection, during=None):
+def wrk(port, secs, connections, new_connection, during=None, scheme="http"):
     argv = ["wrk", "-t2", f"-c{connections}", f"-d{secs}s", "--latency", "--timeout", "5s"]
     if new_connection:
         argv += ["-H", "Connection: close"]
-    argv.append(f"http://127.0.0.1:{port}/")
+    argv.append(f"{scheme}://127.0.0.1:{port}/")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     sampled = None
     if during:
@@ -317,6 +321,100 @@ def idle_connections_at_shutdown(count):
     return result
 
 
+def tls_certificate(tmp):
+    """A P-256 certificate for 127.0.0.1 and localhost, valid two days (openssl CLI)."""
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-days", "2", "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+def tls_contender_command(name, port, cert, key, tmp):
+    if name == "server-cli":
+        return contender_command("server-cli", port) + ["--ssl-certfile", cert, "--ssl-keyfile", key]
+    if name == "uvicorn":
+        return contender_command("uvicorn", port) + ["--ssl-certfile", cert, "--ssl-keyfile", key]
+    if name == "nginx":
+        conf = os.path.join(tmp, f"nginx-{port}.conf")
+        with open(conf, "w") as f:
+            f.write(f"""worker_processes 2;
+pid {tmp}/nginx-{port}.pid;
+error_log stderr warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  ssl_session_cache shared:SSL:10m;
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    location / {{ default_type application/json; return 200 '{{"Hello":"World"}}'; }}
+  }}
+}}
+""")
+        return [shutil.which("nginx") or "/usr/sbin/nginx", "-p", tmp, "-c", conf, "-g", "daemon off;"]
+    raise ValueError(name)
+
+
+def s_time(port, secs, mode):
+    """TLS handshakes per second from one `openssl s_time` client: `-new` (full) or `-reuse`."""
+    out = subprocess.run(["openssl", "s_time", "-connect", f"127.0.0.1:{port}", mode, "-time", str(secs)],
+                         capture_output=True, text=True, timeout=secs * 4 + 30).stdout
+    m = re.search(r"^(\d+) connections in [\d.]+s", out, re.M)
+    return round(int(m.group(1)) / secs) if m else None
+
+
+def idle_tls_rss(server, port, count, context):
+    """Worker RSS per open idle TLS connection (each made one request), in KiB."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 256)), hard))
+    before = sum(rss_kib(p) or 0 for p in server.children())
+    conns = []
+    try:
+        for _ in range(count):
+            s = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5))
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            conns.append(s)
+        for s in conns:
+            s.recv(4096)
+        held = sum(rss_kib(p) or 0 for p in server.children())
+    finally:
+        for s in conns:
+            s.close()
+    return round((held - before) / count, 2)
+
+
+def tls(contenders, secs, idle_count):
+    """HTTPS next to nginx terminating TLS in front of nothing, and uvicorn with --ssl-*."""
+    results = {}
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = tls_certificate(tmp)
+        for name in contenders:
+            port = free_port()
+            server = Server(tls_contender_command(name, port, cert, key, tmp), port, tls=context)
+            try:
+                keepalive = wrk(port, secs, 64, False, scheme="https")[0]
+                new_conn = wrk(port, secs, 64, True, scheme="https")[0]
+                r = {"keepalive_rps": round(keepalive["requests_per_sec"]),
+                     "new_connection_rps": round(new_conn["requests_per_sec"]),
+                     "new_connection_errors": new_conn["socket_errors"],
+                     "full_handshakes_per_sec_one_client": s_time(port, max(secs // 2, 1), "-new"),
+                     "resumed_handshakes_per_sec_one_client": s_time(port, max(secs // 2, 1), "-reuse"),
+                     "rss_kib_per_idle_tls_connection": idle_tls_rss(server, port, idle_count, context)}
+            finally:
+                server.kill()
+            results[name] = r
+            print(f"  {name:12} keep-alive {r['keepalive_rps']:>7} req/s, new connections "
+                  f"{r['new_connection_rps']:>6} req/s, handshakes/s full {r['full_handshakes_per_sec_one_client']} "
+                  f"resumed {r['resumed_handshakes_per_sec_one_client']} (one client), "
+                  f"{r['rss_kib_per_idle_tls_connection']} KiB per idle connection", flush=True)
+    return results
+
+
 def harness_vs_wrk(secs, connections=64):
     """The harness's own speed on keep-alive connections next to wrk's, against the same
     server-cli --workers 2 in the same run: the harness must never be the bottleneck that
@@ -379,6 +477,9 @@ def main():
         ("idle_keepalive_shutdown", "idle keep-alive connections during a shutdown",
          lambda: idle_connections_at_shutdown(100 if smoke else 1000)),
         ("harness_vs_wrk", "the harness's speed next to wrk's", lambda: harness_vs_wrk(2 if smoke else 10)),
+        ("tls", "HTTPS (wrk -t2 -c64; openssl s_time; idle connections)",
+         lambda: tls(["server-cli"] + ([] if smoke or not shutil.which("nginx") else ["nginx"])
+                     + ([] if args.no_peers else ["uvicorn"]), 1 if smoke else 10, 50 if smoke else 1000)),
     ]
     for key, label, measure in sections:
         if measure is None or (args.only and key not in args.only):
