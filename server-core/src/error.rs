@@ -16,7 +16,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// The TLS certificate pair or client CAs cannot be used.
-    #[error("TLS: {0}")]
+    #[error("cannot set up TLS")]
     Tls(#[from] crate::tls::TlsError),
     /// TLS is terminated by the in-process workers; an external worker terminates its own.
     #[error("TLS is served by the in-process workers: an external worker command terminates TLS itself (e.g. uvicorn --ssl-certfile)")]
