@@ -11,8 +11,9 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-if ! command -v wrk >/dev/null; then
-  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk
+# wrk drives the load; openssl makes the HTTPS section's certificate and times handshakes.
+if ! command -v wrk >/dev/null || ! command -v openssl >/dev/null; then
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk openssl
 fi
 build_release
 (cd "$ROOT" && cargo build --release --quiet -p server-cli --example baseline_axum)
