@@ -315,23 +315,7 @@ fn a_port_that_needs_privileges_fails_at_once_with_the_cause() {
 
 #[test]
 fn out_of_descriptors_a_worker_pauses_accepting_and_recovers() {
-    use std::os::unix::process::CommandExt;
-    let mut command = std::process::Command::new(common::server_cli());
-    command.args(["--port", "0", "--workers", "1", "--no-access-log"]);
-    // SAFETY: setrlimit is async-signal-safe.
-    unsafe {
-        command.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 40,
-                rlim_max: 40,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut server = RunningServer::start_command(command);
+    let mut server = start_with_open_files_limit(40, 40);
     // Idle connections that each take a descriptor in the worker, more than it has.
     let held: Vec<_> = (0..60)
         .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
@@ -350,6 +334,56 @@ fn out_of_descriptors_a_worker_pauses_accepting_and_recovers() {
         .filter(|l| l.contains("accept failed"))
         .count();
     assert!(errors < 200, "accept errors spin: {errors} lines");
+}
+
+/// Starts server-cli with the open-files limit set to `soft` / `hard`.
+fn start_with_open_files_limit(soft: u64, hard: u64) -> RunningServer {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(common::server_cli());
+    command.args(["--port", "0", "--workers", "1", "--no-access-log"]);
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    RunningServer::start_command(command)
+}
+
+/// The soft and hard open-files limits of a process, from `/proc/PID/limits`.
+fn open_files_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_string(), fields[4].to_string())
+}
+
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit_for_every_worker() {
+    let mut server = start_with_open_files_limit(256, 4096);
+    server.wait_for_line("open-files limit raised from 256 to 4096 (the hard limit)");
+    let workers = server.wait_for_workers(1);
+    assert_eq!(
+        open_files_limits(workers[0]),
+        ("4096".to_string(), "4096".to_string())
+    );
+    // 300 connections at once (more than the soft limit it was started with) are served.
+    let held: Vec<_> = (0..300)
+        .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
+        .collect();
+    assert_eq!(http_get(server.addr, "/").map(|r| r.status), Some(200));
+    drop(held);
+    assert!(!server.log.iter().any(|l| l.contains("accept failed")));
 }
 
 #[test]

@@ -37,6 +37,7 @@ mod kernel_refusal;
 mod listener;
 pub mod logging;
 mod notify;
+mod open_files;
 mod pid_file;
 mod server;
 mod signals;

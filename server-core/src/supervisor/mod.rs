@@ -103,6 +103,13 @@ pub(crate) fn run(
         _ => None,
     };
     log_start(&listeners, drain, config.tls.is_some());
+    if let Some(raised) = crate::open_files::raise_to_hard_limit() {
+        tracing::info!(
+            "open-files limit raised from {} to {} (the hard limit)",
+            raised.from,
+            raised.to
+        );
+    }
     let protocol = match workers {
         Workers::InProcess(_) => WorkerProtocol::Native,
         Workers::Command(_) => WorkerProtocol::External,
