@@ -16,9 +16,10 @@ pub struct Cli {
     /// Port to bind (0 picks a free one).
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
-    /// Number of worker processes.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub workers: u16,
+    /// Number of worker processes (1..=1024), or `auto`: the CPUs this process may use
+    /// (its affinity mask, capped by a cgroup CPU quota), logged at start.
+    #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
+    pub workers: WorkersArg,
     /// Seconds a graceful stop may take in all: queue drain, in-flight requests and
     /// shutdown hooks. Then what is left is aborted.
     #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_seconds)]
@@ -129,6 +130,27 @@ pub struct Cli {
     /// becomes 3). Example: `-- uvicorn app:app --fd 3`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<std::ffi::OsString>,
+}
+
+/// `--workers`: a count, or as many as the CPUs this process may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkersArg {
+    /// This many.
+    Count(u16),
+    /// One per CPU this process may use.
+    Auto,
+}
+
+fn parse_workers(text: &str) -> Result<WorkersArg, String> {
+    if text == "auto" {
+        return Ok(WorkersArg::Auto);
+    }
+    match text.parse::<u16>() {
+        Ok(n @ 1..=1024) => Ok(WorkersArg::Count(n)),
+        _ => Err(format!(
+            "`{text}` is not a number of workers from 1 to 1024, or `auto`"
+        )),
+    }
 }
 
 /// `--ssl-alpn`: protocol names in order of preference.
@@ -259,7 +281,14 @@ impl Cli {
             },
         };
         let mut config = ServerConfig::new(bind);
-        config.workers = usize::from(self.workers);
+        config.workers = match self.workers {
+            WorkersArg::Count(n) => usize::from(n),
+            WorkersArg::Auto => {
+                let budget = server_core::cpus::CpuBudget::of_this_process();
+                tracing::info!("--workers auto: {}", budget.describe());
+                budget.workers().min(1024)
+            }
+        };
         config.graceful_timeout = Duration::from_secs_f64(self.timeout_graceful_shutdown);
         config.keep_alive_timeout = Duration::from_secs_f64(self.timeout_keep_alive);
         config.backlog = self.backlog;

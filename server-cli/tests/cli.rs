@@ -387,6 +387,25 @@ fn the_open_files_limit_is_raised_to_the_hard_limit_for_every_worker() {
 }
 
 #[test]
+fn workers_auto_follows_the_affinity_mask() {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(common::server_cli());
+    command.args(["--port", "0", "--workers", "auto", "--no-access-log"]);
+    // SAFETY: sched_setaffinity is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            let mut one_cpu = nix::sched::CpuSet::new();
+            one_cpu.set(0).map_err(std::io::Error::other)?;
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one_cpu)
+                .map_err(std::io::Error::other)
+        });
+    }
+    let mut server = RunningServer::start_command(command);
+    server.wait_for_line("--workers auto: 1 worker (1 CPU in the affinity mask");
+    assert_eq!(server.wait_for_workers(1).len(), 1);
+}
+
+#[test]
 fn a_bad_inherited_descriptor_or_unix_socket_path_fails_at_once_with_the_cause() {
     let started = Instant::now();
     cli()

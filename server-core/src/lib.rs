@@ -31,6 +31,7 @@ mod byte_pipe;
 mod command;
 mod config;
 mod control;
+pub mod cpus;
 mod error;
 mod handle;
 mod kernel_refusal;
