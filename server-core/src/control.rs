@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use crate::draining::DrainReason;
+
 /// What the supervisor tells a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ToWorker {
@@ -17,6 +19,8 @@ pub(crate) enum ToWorker {
     Stop {
         /// Time left before the shared deadline.
         within: Duration,
+        /// Why (told to the app's long-lived connections).
+        reason: DrainReason,
     },
 }
 
@@ -24,14 +28,15 @@ pub(crate) enum ToWorker {
 pub(crate) const TO_WORKER_LEN: usize = 5;
 
 impl ToWorker {
-    /// Encodes as one tag byte and a big-endian millisecond count.
+    /// Encodes as one tag byte (a stop's tag is its reason) and a big-endian millisecond
+    /// count.
     pub(crate) fn encode(self) -> [u8; TO_WORKER_LEN] {
         match self {
             ToWorker::Unready => [b'U', 0, 0, 0, 0],
-            ToWorker::Stop { within } => {
+            ToWorker::Stop { within, reason } => {
                 let ms = u32::try_from(within.as_millis()).unwrap_or(u32::MAX);
                 let [a, b, c, d] = ms.to_be_bytes();
-                [b'S', a, b, c, d]
+                [reason.encode(), a, b, c, d]
             }
         }
     }
@@ -40,10 +45,10 @@ impl ToWorker {
     pub(crate) fn decode(bytes: [u8; TO_WORKER_LEN]) -> Option<Self> {
         match bytes {
             [b'U', 0, 0, 0, 0] => Some(ToWorker::Unready),
-            [b'S', a, b, c, d] => Some(ToWorker::Stop {
+            [tag, a, b, c, d] => Some(ToWorker::Stop {
                 within: Duration::from_millis(u64::from(u32::from_be_bytes([a, b, c, d]))),
+                reason: DrainReason::decode(tag)?,
             }),
-            _ => None,
         }
     }
 }
@@ -88,11 +93,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stop_round_trips_with_millisecond_precision() {
-        let msg = ToWorker::Stop {
-            within: Duration::from_millis(29_997),
-        };
-        assert_eq!(ToWorker::decode(msg.encode()), Some(msg));
+    fn stop_round_trips_with_millisecond_precision_and_its_reason() {
+        for reason in [
+            DrainReason::Stop,
+            DrainReason::Restart,
+            DrainReason::Recycle,
+        ] {
+            let msg = ToWorker::Stop {
+                within: Duration::from_millis(29_997),
+                reason,
+            };
+            assert_eq!(ToWorker::decode(msg.encode()), Some(msg));
+        }
         let unready = ToWorker::Unready;
         assert_eq!(ToWorker::decode(unready.encode()), Some(unready));
         assert_eq!(ToWorker::decode(*b"XXXXX"), None);

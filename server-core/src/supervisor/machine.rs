@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 
 use crate::command::Command;
+use crate::draining::DrainReason;
 use crate::ShutdownOutcome;
 
 /// How long the accept queue must read empty before the workers are told to stop: a
@@ -144,6 +145,8 @@ pub(crate) enum Action {
         pid: Pid,
         /// Time it has.
         within: Duration,
+        /// Why (its app tells long-lived connections).
+        reason: DrainReason,
     },
     /// SIGKILL a worker.
     Kill(Pid),
@@ -181,6 +184,8 @@ enum WorkerState {
     Retiring {
         /// When it last proved its runtime alive.
         heard: Instant,
+        /// Why it is replaced: a restart (HUP) or a recycle (its quota).
+        reason: DrainReason,
     },
     /// Told to stop; draining.
     Stopping {
@@ -316,7 +321,7 @@ impl Supervisor {
             WorkerState::Starting { since } => {
                 Some((now + READINESS_PROBE_INTERVAL).min(since + health))
             }
-            WorkerState::Ready { heard } | WorkerState::Retiring { heard } if native => {
+            WorkerState::Ready { heard } | WorkerState::Retiring { heard, .. } if native => {
                 Some(heard + health)
             }
             WorkerState::Ready { .. } | WorkerState::Retiring { .. } => None,
@@ -359,7 +364,7 @@ impl Supervisor {
                 Vec::new()
             }
             Event::WorkerHeartbeat(pid) => {
-                if let Some(WorkerState::Ready { heard } | WorkerState::Retiring { heard }) =
+                if let Some(WorkerState::Ready { heard } | WorkerState::Retiring { heard, .. }) =
                     self.workers.get_mut(&pid)
                 {
                     *heard = now;
@@ -370,7 +375,10 @@ impl Supervisor {
                 if let Some(state) = self.workers.get_mut(&pid) {
                     if let WorkerState::Ready { heard } = *state {
                         tracing::info!("worker {pid} served its request quota; replacing it");
-                        *state = WorkerState::Retiring { heard };
+                        *state = WorkerState::Retiring {
+                            heard,
+                            reason: DrainReason::Recycle,
+                        };
                     }
                 }
                 Vec::new()
@@ -440,7 +448,10 @@ impl Supervisor {
         let mut retiring = 0;
         for state in self.workers.values_mut() {
             if let WorkerState::Ready { heard } = *state {
-                *state = WorkerState::Retiring { heard };
+                *state = WorkerState::Retiring {
+                    heard,
+                    reason: DrainReason::Restart,
+                };
                 retiring += 1;
             }
         }
@@ -467,14 +478,19 @@ impl Supervisor {
             }
             DrainMode::Close => {
                 actions.push(Action::CloseListener);
-                actions.extend(self.stop_all_workers(deadline, now));
+                actions.extend(self.stop_all_workers(deadline, now, DrainReason::Stop));
             }
         }
         actions
     }
 
     /// Tells every worker not already stopping to stop by `deadline`.
-    fn stop_all_workers(&mut self, deadline: Instant, now: Instant) -> Vec<Action> {
+    fn stop_all_workers(
+        &mut self,
+        deadline: Instant,
+        now: Instant,
+        reason: DrainReason,
+    ) -> Vec<Action> {
         self.phase = Phase::Stopping;
         let pids: Vec<Pid> = self
             .workers
@@ -483,18 +499,25 @@ impl Supervisor {
             .map(|(&pid, _)| pid)
             .collect();
         pids.into_iter()
-            .map(|pid| self.stop_worker(pid, deadline, now))
+            .map(|pid| self.stop_worker(pid, deadline, now, reason))
             .collect()
     }
 
     /// Moves one worker to `Stopping` with its own kill deadline.
-    fn stop_worker(&mut self, pid: Pid, kill_at: Instant, now: Instant) -> Action {
+    fn stop_worker(
+        &mut self,
+        pid: Pid,
+        kill_at: Instant,
+        now: Instant,
+        reason: DrainReason,
+    ) -> Action {
         self.workers.insert(pid, WorkerState::Stopping { kill_at });
         Action::StopWorker {
             pid,
             within: kill_at
                 .saturating_duration_since(now)
                 .saturating_sub(WORKER_ABORT_MARGIN),
+            reason,
         }
     }
 
@@ -535,7 +558,10 @@ impl Supervisor {
         // A worker leaving a shared listener loses nothing: the socket and its queue stay
         // with the others. It only drains its own connections.
         victim
-            .map(|pid| vec![self.stop_worker(pid, now + self.settings.graceful_timeout, now)])
+            .map(|pid| {
+                let kill_at = now + self.settings.graceful_timeout;
+                vec![self.stop_worker(pid, kill_at, now, DrainReason::ScaleDown)]
+            })
             .unwrap_or_default()
     }
 
@@ -624,7 +650,7 @@ impl Supervisor {
                     "accept queue still holds {len} connections; stopping workers anyway"
                 );
             }
-            let mut actions = self.stop_all_workers(deadline, now);
+            let mut actions = self.stop_all_workers(deadline, now, DrainReason::Stop);
             actions.push(Action::CloseListener);
             return actions;
         }
@@ -645,7 +671,7 @@ impl Supervisor {
         tracing::info!("binary upgrade: the new generation is ready; stopping this one");
         self.upgrade = Upgrade::Idle;
         let deadline = now + self.settings.graceful_timeout;
-        let mut actions = self.stop_all_workers(deadline, now);
+        let mut actions = self.stop_all_workers(deadline, now, DrainReason::Restart);
         actions.push(Action::CloseListener);
         actions
     }
@@ -687,7 +713,7 @@ impl Supervisor {
                     self.note_failed_start(StartFailure::DiedUnready, now);
                     actions.push(Action::Kill(pid));
                 }
-                WorkerState::Ready { heard } | WorkerState::Retiring { heard }
+                WorkerState::Ready { heard } | WorkerState::Retiring { heard, .. }
                     if now >= heard + health
                         && self.phase == Phase::Serving
                         && self.settings.protocol == WorkerProtocol::Native =>
@@ -695,7 +721,8 @@ impl Supervisor {
                     tracing::error!(
                         "worker {pid} sent no heartbeat for {health:?} (hung); replacing it"
                     );
-                    actions.push(self.stop_worker(pid, now + self.settings.graceful_timeout, now));
+                    let kill_at = now + self.settings.graceful_timeout;
+                    actions.push(self.stop_worker(pid, kill_at, now, DrainReason::Recycle));
                 }
                 _ => {}
             }
@@ -721,20 +748,23 @@ impl Supervisor {
         let mut actions = Vec::new();
         let ready = |s: &&WorkerState| matches!(s, WorkerState::Ready { .. });
         let ready_count = self.workers.values().filter(ready).count();
-        let retiring: Vec<Pid> = self
+        let retiring: Vec<(Pid, DrainReason)> = self
             .workers
             .iter()
-            .filter(|(_, s)| matches!(s, WorkerState::Retiring { .. }))
-            .map(|(&pid, _)| pid)
+            .filter_map(|(&pid, s)| match s {
+                WorkerState::Retiring { reason, .. } => Some((pid, *reason)),
+                _ => None,
+            })
             .collect();
         // Never fewer serving workers than desired: an old one leaves only when a new one
         // is ready to take its place.
         let mut serving = ready_count + retiring.len();
-        for pid in retiring {
+        for (pid, reason) in retiring {
             if serving <= self.settings.workers {
                 break;
             }
-            actions.push(self.stop_worker(pid, now + self.settings.graceful_timeout, now));
+            let kill_at = now + self.settings.graceful_timeout;
+            actions.push(self.stop_worker(pid, kill_at, now, reason));
             serving -= 1;
         }
 

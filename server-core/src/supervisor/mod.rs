@@ -28,6 +28,7 @@ use nix::unistd::Pid;
 
 use crate::config::ServerConfig;
 use crate::control::{ToParent, ToWorker};
+use crate::draining::DrainReason;
 use crate::error::{Error, Result};
 use crate::handle::CommandPipe;
 use crate::kernel_refusal::RefusalProgram;
@@ -428,7 +429,11 @@ impl Parent<'_> {
                 Action::Spawn => follow_ups.push_back(self.spawn()),
                 Action::RefuseNewConnections => self.refuse_new_connections(),
                 Action::CloseListener => self.listeners.close(),
-                Action::StopWorker { pid, within } => self.stop_worker(pid, within),
+                Action::StopWorker {
+                    pid,
+                    within,
+                    reason,
+                } => self.stop_worker(pid, within, reason),
                 Action::MarkUnready => {
                     for channel in self.channels.values_mut() {
                         let _ = channel.stream.write_all(&ToWorker::Unready.encode());
@@ -453,13 +458,13 @@ impl Parent<'_> {
     /// Asks one worker to stop: a message on its channel, or the stop signal for an
     /// external program (whose own timeout applies; the supervisor's deadline still ends
     /// with SIGKILL). A worker that is already gone is reaped by the loop.
-    fn stop_worker(&mut self, pid: Pid, within: std::time::Duration) {
+    fn stop_worker(&mut self, pid: Pid, within: std::time::Duration, reason: DrainReason) {
         self.listeners.worker_leaving(pid);
         if let Some(channel) = self.channels.get_mut(&pid) {
             // Five bytes into an idle socket buffer never block.
             let _ = channel
                 .stream
-                .write_all(&ToWorker::Stop { within }.encode());
+                .write_all(&ToWorker::Stop { within, reason }.encode());
         } else if let (Workers::Command(command), true) =
             (&self.workers, self.external_pids.contains(&pid))
         {

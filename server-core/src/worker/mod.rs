@@ -162,9 +162,10 @@ async fn serve_on<L: WorkerListener>(
         config.graceful_timeout,
         context.unready.clone(),
     );
-    let StopRequest::Graceful(within) = accept.until_stopped(&listener, stop).await;
+    let StopRequest::Graceful { within, reason } = accept.until_stopped(&listener, stop).await;
     let deadline = Instant::now() + within;
     tracing::info!("Shutting down");
+    crate::draining::announce(reason);
     drain(accept, listener, reporter, deadline).await;
     run_shutdown_hooks(app, deadline).await;
     Ok(())

@@ -9,12 +9,18 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{ToWorker, TO_WORKER_LEN};
+use crate::draining::DrainReason;
 
-/// Why the worker stops.
+/// How the worker stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StopRequest {
-    /// Drain, then exit; abort what is left after this long.
-    Graceful(Duration),
+    /// Drain, then exit; abort what is left after `within`.
+    Graceful {
+        /// Time left before the deadline.
+        within: Duration,
+        /// Why, for the app's long-lived connections.
+        reason: DrainReason,
+    },
 }
 
 /// Waits for the first stop request: a message from the supervisor, the supervisor's end of
@@ -42,20 +48,29 @@ pub(crate) async fn wait_for_stop(
         loop {
             let read = control.read_exact(&mut buf).await;
             match read.ok().and_then(|_| ToWorker::decode(buf)) {
-                Some(ToWorker::Stop { within }) => return StopRequest::Graceful(within),
+                Some(ToWorker::Stop { within, reason }) => {
+                    return StopRequest::Graceful { within, reason }
+                }
                 Some(ToWorker::Unready) => {
                     tracing::info!("readiness route answers 503 from now on");
                     unready.cancel();
                 }
                 None => {
                     tracing::warn!("lost the supervisor's channel; stopping");
-                    return StopRequest::Graceful(own_timeout);
+                    return StopRequest::Graceful {
+                        within: own_timeout,
+                        reason: DrainReason::Stop,
+                    };
                 }
             }
         }
     };
     tokio::select! {
         request = from_parent => request,
-        () = sigterm_received => StopRequest::Graceful(own_timeout),
+        // A SIGTERM to this worker alone: the supervisor replaces it.
+        () = sigterm_received => StopRequest::Graceful {
+            within: own_timeout,
+            reason: DrainReason::Recycle,
+        },
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::draining::DrainReason;
 
 const GRACE: Duration = Duration::from_secs(30);
 const HEALTH: Duration = Duration::from_secs(10);
@@ -56,9 +57,14 @@ fn exited(n: i32) -> Event {
 }
 
 fn stop(n: i32, within: Duration) -> Action {
+    stop_for(n, within, DrainReason::Stop)
+}
+
+fn stop_for(n: i32, within: Duration, reason: DrainReason) -> Action {
     Action::StopWorker {
         pid: pid(n),
         within,
+        reason,
     }
 }
 
@@ -187,7 +193,14 @@ fn scaling_down_drains_one_worker_and_does_not_replace_it() {
     let t0 = Instant::now();
     let mut sup = serving(2, DrainMode::Ebpf, t0);
     let actions = sup.handle(Event::Command(Command::RemoveWorker), t0);
-    assert_eq!(actions, vec![stop(2, GRACE - WORKER_ABORT_MARGIN)]);
+    assert_eq!(
+        actions,
+        vec![stop_for(
+            2,
+            GRACE - WORKER_ABORT_MARGIN,
+            DrainReason::ScaleDown
+        )]
+    );
     assert!(sup.handle(exited(2), t0 + ms(3)).is_empty());
     assert_eq!(
         sup.handle(Event::Command(Command::AddWorker), t0),
@@ -229,12 +242,15 @@ fn a_rolling_restart_replaces_one_worker_at_a_time_and_never_serves_with_fewer()
     let within = GRACE - WORKER_ABORT_MARGIN;
     assert_eq!(
         sup.handle(Event::WorkerReady(pid(3)), t0),
-        vec![stop(1, within), Action::Spawn]
+        vec![stop_for(1, within, DrainReason::Restart), Action::Spawn]
     );
     spawned(&mut sup, pid(4), t0);
     assert_eq!(
         sup.handle(Event::WorkerReady(pid(4)), t0),
-        vec![stop(2, within), Action::Notify(Status::Ready)]
+        vec![
+            stop_for(2, within, DrainReason::Restart),
+            Action::Notify(Status::Ready)
+        ]
     );
     assert!(sup.handle(exited(1), t0).is_empty());
     assert!(sup.handle(exited(2), t0).is_empty());
@@ -251,7 +267,11 @@ fn a_worker_that_served_its_quota_is_stopped_only_once_its_replacement_is_ready(
     spawned(&mut sup, pid(3), t0);
     assert_eq!(
         sup.handle(Event::WorkerReady(pid(3)), t0),
-        vec![stop(1, GRACE - WORKER_ABORT_MARGIN)]
+        vec![stop_for(
+            1,
+            GRACE - WORKER_ABORT_MARGIN,
+            DrainReason::Recycle
+        )]
     );
 }
 
@@ -267,7 +287,10 @@ fn a_silent_worker_is_replaced_and_a_busy_one_that_beats_is_not() {
     let hung = sup.handle(Event::Tick, t0 + HEALTH);
     assert_eq!(
         hung,
-        vec![stop(1, GRACE - WORKER_ABORT_MARGIN), Action::Spawn]
+        vec![
+            stop_for(1, GRACE - WORKER_ABORT_MARGIN, DrainReason::Recycle),
+            Action::Spawn
+        ]
     );
     // Gracefully first; killed if it is still there at its deadline.
     spawned(&mut sup, pid(3), t0 + HEALTH);
@@ -304,7 +327,11 @@ fn an_upgrade_hands_over_without_refusing_and_exits_when_the_old_workers_are_gon
     let within = GRACE - WORKER_ABORT_MARGIN;
     assert_eq!(
         sup.handle(Event::UpgradeReady, t0),
-        vec![stop(1, within), stop(2, within), Action::CloseListener]
+        vec![
+            stop_for(1, within, DrainReason::Restart),
+            stop_for(2, within, DrainReason::Restart),
+            Action::CloseListener
+        ]
     );
     sup.handle(exited(1), t0);
     assert_eq!(
