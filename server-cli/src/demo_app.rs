@@ -24,7 +24,9 @@ pub fn demo_app(shutdown_delay: Duration) -> App {
         .route("/big", get(big))
         .route("/echo", post(echo))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/whoami", get(whoami));
+        .route("/whoami", get(whoami))
+        .route("/ws", get(crate::demo_streams::websocket))
+        .route("/sse", get(crate::demo_streams::events));
     let app = App::new(router);
     if shutdown_delay.is_zero() {
         return app;

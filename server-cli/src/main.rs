@@ -4,6 +4,7 @@
 
 mod cli;
 mod demo_app;
+mod demo_streams;
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -7,6 +7,7 @@ mod reporter;
 mod service;
 mod stop;
 mod tls;
+mod tracked;
 
 use std::io;
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -193,9 +194,14 @@ async fn drain<L: WorkerListener>(
             accept.connections.len()
         );
         accept.context.abort.cancel();
-        accept.connections.wait().await;
+        // Connections end at once when aborted; an upgraded one the app still holds (a
+        // WebSocket that ignores the drain) does not wait for its app: the worker exits.
+        let _ = tokio::time::timeout(ABORT_GRACE, accept.connections.wait()).await;
     }
 }
+
+/// After the deadline's abort, how long the worker waits for its connections to end.
+const ABORT_GRACE: Duration = Duration::from_millis(100);
 
 /// Runs the app's shutdown hooks, in order, after the listener is closed and the
 /// connections are drained; cut short at `deadline`.
@@ -303,15 +309,18 @@ impl Acceptor<'_> {
             (None, true) => {
                 tokio::spawn(refuse_over_limit(stream));
             }
+            // The tracker counts the connection itself, not its task: after an upgrade
+            // the app holds it, and the drain still waits for it.
             (None, false) => {
+                let stream = tracked::Tracked::new(stream, self.connections.token());
                 let service = self.service(peer, None);
-                self.connections
-                    .spawn(serve_connection(stream, service, context));
+                tokio::spawn(serve_connection(stream, service, context));
             }
             (Some(tls), false) => {
+                let stream = tracked::Tracked::new(stream, self.connections.token());
                 let tls = tls.clone();
                 let service = self.service(peer, None);
-                self.connections.spawn(async move {
+                tokio::spawn(async move {
                     if let Some((stream, client)) = tls.handshake(stream, &context).await {
                         let service = service.with_client_certificate(client);
                         serve_connection(stream, service, context).await;

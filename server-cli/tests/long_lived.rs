@@ -1,0 +1,209 @@
+//! Long-lived connections at a stop or a restart: the demo app's WebSocket echo (`/ws`)
+//! and SSE stream (`/sse`) end cleanly when their worker drains, and an upgraded
+//! connection counts as in flight until it ends, within the graceful deadline.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::RunningServer;
+use futures_util::{SinkExt, StreamExt};
+use nix::sys::signal::Signal;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn connect(addr: SocketAddr) -> Socket {
+    let (socket, response) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+    socket
+}
+
+async fn echo(socket: &mut Socket, text: &str) {
+    socket.send(Message::text(text)).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer, Message::text(text));
+}
+
+/// Reads until the server's close frame; returns its code, after answering it (the
+/// library answers a close frame by itself) and seeing the connection end.
+async fn close_code(socket: &mut Socket) -> CloseCode {
+    let limit = Duration::from_secs(10);
+    let frame = loop {
+        match tokio::time::timeout(limit, socket.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => break frame.unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    // The end after the close handshake: no error, no reset.
+    match tokio::time::timeout(limit, socket.next()).await.unwrap() {
+        None => {}
+        other => panic!("after the close frame: {other:?}"),
+    }
+    frame.code
+}
+
+#[test]
+fn a_websocket_gets_1001_at_sigterm_and_the_server_exits_once_it_is_closed() {
+    let mut server = RunningServer::start(&[
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--timeout-graceful-shutdown",
+        "10",
+    ]);
+    let addr = server.addr;
+    let rt = runtime();
+    let mut socket = rt.block_on(connect(addr));
+    rt.block_on(echo(&mut socket, "hello"));
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    assert_eq!(rt.block_on(close_code(&mut socket)), CloseCode::Away);
+    let (status, exited) = server.wait_exit(Duration::from_secs(15));
+    assert!(status.success());
+    let took = exited - signalled;
+    assert!(took < Duration::from_secs(2), "exit {took:?} after SIGTERM");
+}
+
+#[test]
+fn a_rolling_restart_closes_websockets_with_1012_and_they_reconnect_to_the_new_generation() {
+    let mut server = RunningServer::start(&["--workers", "2", "--no-access-log"]);
+    let addr = server.addr;
+    let rt = runtime();
+    let mut sockets: Vec<Socket> = (0..8).map(|_| rt.block_on(connect(addr))).collect();
+    for socket in &mut sockets {
+        rt.block_on(echo(socket, "before"));
+    }
+    server.signal(Signal::SIGHUP);
+    for socket in &mut sockets {
+        assert_eq!(rt.block_on(close_code(socket)), CloseCode::Restart);
+        // At once on the new generation.
+        let mut again = rt.block_on(connect(addr));
+        rt.block_on(echo(&mut again, "after"));
+    }
+    // Both old workers have finished: the close frames did not hold them.
+    server.wait_for_lines("Finished server process", 2);
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(15)).0.success());
+}
+
+#[test]
+fn an_upgraded_connection_holds_the_worker_until_it_ends_bounded_by_the_close_timeout() {
+    let mut server = RunningServer::start(&[
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--timeout-graceful-shutdown",
+        "10",
+    ]);
+    // A WebSocket client that never reads: it will not answer the close frame.
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let (status, exited) = server.wait_exit(Duration::from_secs(15));
+    assert!(status.success());
+    // Not at once (the upgraded connection counts as in flight), not at the deadline
+    // (10 s): after the demo's 2 s wait for a close frame.
+    let took = exited - signalled;
+    assert!(
+        (Duration::from_millis(1800)..Duration::from_millis(4000)).contains(&took),
+        "exit {took:?} after SIGTERM"
+    );
+}
+
+/// The events of an SSE response as (id, data) until the body ends; and whether it ended
+/// with a `retry:` hint and a clean end of the chunked body.
+fn read_events(reader: &mut BufReader<TcpStream>) -> (Vec<u64>, bool) {
+    let mut ids = Vec::new();
+    let mut saw_retry = false;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("the connection ended before the chunked body did");
+        }
+        let text = line.trim_end();
+        if let Some(id) = text.strip_prefix("id: ") {
+            ids.push(id.parse().unwrap());
+        } else if text.starts_with("retry: ") {
+            saw_retry = true;
+        } else if text == "0" {
+            // The last chunk: the body is complete.
+            return (ids, saw_retry);
+        }
+    }
+}
+
+fn open_stream(addr: SocketAddr, last_event_id: Option<u64>) -> BufReader<TcpStream> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let resume = last_event_id
+        .map(|id| format!("Last-Event-ID: {id}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET /sse?every=20 HTTP/1.1\r\nHost: x\r\n{resume}\r\n"
+    )
+    .unwrap();
+    BufReader::new(stream)
+}
+
+#[test]
+fn an_sse_stream_ends_at_an_event_boundary_at_a_restart_and_resumes_from_its_last_id() {
+    let mut server = RunningServer::start(&["--workers", "1", "--no-access-log"]);
+    let mut reader = open_stream(server.addr, None);
+    let mut line = String::new();
+    // Some events first.
+    while !line.starts_with("id: 5") {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+    }
+    server.signal(Signal::SIGHUP);
+    let (ids, saw_retry) = read_events(&mut reader);
+    assert!(saw_retry, "no retry hint");
+    let last = ids.last().copied().unwrap_or(5);
+    // The new generation goes on from the next id.
+    let mut resumed = open_stream(server.addr, Some(last));
+    let mut line = String::new();
+    while !line.starts_with("id: ") {
+        line.clear();
+        resumed.read_line(&mut line).unwrap();
+    }
+    assert_eq!(line.trim_end(), format!("id: {}", last + 1));
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(15)).0.success());
+}
