@@ -97,9 +97,26 @@ fn a_rolling_restart_closes_websockets_with_1012_and_they_reconnect_to_the_new_g
     server.signal(Signal::SIGHUP);
     for socket in &mut sockets {
         assert_eq!(rt.block_on(close_code(socket)), CloseCode::Restart);
-        // At once on the new generation.
-        let mut again = rt.block_on(connect(addr));
-        rt.block_on(echo(&mut again, "after"));
+        // Served again within 2 s. With one replacement at a time, a reconnect may land on
+        // an old worker not yet replaced, which then sends 1012 in turn: reconnect again.
+        let started = Instant::now();
+        rt.block_on(async {
+            loop {
+                let mut again = connect(addr).await;
+                again.send(Message::text("after")).await.unwrap();
+                match tokio::time::timeout(Duration::from_secs(2), again.next()).await {
+                    Ok(Some(Ok(answer))) if answer == Message::text("after") => break,
+                    Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                        assert_eq!(frame.code, CloseCode::Restart);
+                    }
+                    other => panic!("after a reconnect: {other:?}"),
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(2),
+                    "not served again in 2 s"
+                );
+            }
+        });
     }
     // Both old workers have finished: the close frames did not hold them.
     server.wait_for_lines("Finished server process", 2);
