@@ -115,6 +115,15 @@ pub struct Cli {
     /// (OpenSSL cipher strings are refused, not ignored).
     #[arg(long, value_name = "CIPHERS", value_parser = refuse_ciphers)]
     pub ssl_ciphers: Option<String>,
+    /// Largest WebSocket message of the demo app, in bytes; larger closes with 1009.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_max_size: u32,
+    /// Seconds between the demo app's WebSocket pings (0: none).
+    #[arg(long, value_name = "SECS", default_value_t = 20.0, value_parser = parse_seconds)]
+    pub ws_ping_interval: f64,
+    /// Seconds a ping may wait for its pong before the WebSocket is closed with 1011.
+    #[arg(long, value_name = "SECS", default_value_t = 20.0, value_parser = parse_seconds)]
+    pub ws_ping_timeout: f64,
     /// Seconds the demo app's shutdown hook sleeps, as the seed report's app does.
     #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_seconds)]
     pub demo_shutdown_delay: f64,
@@ -315,6 +324,16 @@ impl Cli {
         config.max_startup_failures = self.max_startup_failures;
         config.tls = self.tls_settings();
         Ok(config)
+    }
+
+    /// The demo app's WebSocket options.
+    pub fn ws_options(&self) -> crate::demo_streams::WsOptions {
+        crate::demo_streams::WsOptions {
+            max_size: self.ws_max_size as usize,
+            ping_interval: (self.ws_ping_interval > 0.0)
+                .then(|| Duration::from_secs_f64(self.ws_ping_interval)),
+            ping_timeout: Duration::from_secs_f64(self.ws_ping_timeout),
+        }
     }
 
     /// The HTTPS settings, when `--ssl-certfile` is given.

@@ -10,12 +10,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use server_core::{App, ClientCertificate};
 
+use crate::demo_streams::WsOptions;
+
 /// `/sleep` waits this long unless `?secs=` says otherwise (the seed's value).
 const DEFAULT_SLEEP: Duration = Duration::from_secs(60);
 
 /// Builds the demo app for one worker. `shutdown_delay` is how long its shutdown hook
-/// sleeps, like the seed's `@app.on_event("shutdown")` handler.
-pub fn demo_app(shutdown_delay: Duration) -> App {
+/// sleeps, like the seed's `@app.on_event("shutdown")` handler; `ws` rules its WebSockets.
+pub fn demo_app(shutdown_delay: Duration, ws: WsOptions) -> App {
     let router = Router::new()
         .route("/", get(|| async { Json(json!({"Hello": "World"})) }))
         .route("/sleep", get(sleep))
@@ -25,7 +27,10 @@ pub fn demo_app(shutdown_delay: Duration) -> App {
         .route("/echo", post(echo))
         .route("/healthz", get(|| async { "ok" }))
         .route("/whoami", get(whoami))
-        .route("/ws", get(crate::demo_streams::websocket))
+        .route(
+            "/ws",
+            get(move |upgrade| crate::demo_streams::websocket(upgrade, ws)),
+        )
         .route("/sse", get(crate::demo_streams::events));
     let app = App::new(router);
     if shutdown_delay.is_zero() {

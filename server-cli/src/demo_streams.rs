@@ -15,23 +15,48 @@ use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use server_core::{DrainReason, Draining};
 
-/// Largest WebSocket message (uvicorn's `--ws-max-size` default, 16 MiB).
-const WS_MAX_SIZE: usize = 16 * 1024 * 1024;
+/// The WebSocket options (uvicorn's names and defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WsOptions {
+    /// Largest message, in bytes; a larger one closes the connection with 1009.
+    pub max_size: usize,
+    /// Send a ping this often (`None`: never).
+    pub ping_interval: Option<Duration>,
+    /// Close with 1011 when a ping gets no pong within this.
+    pub ping_timeout: Duration,
+}
+
+impl Default for WsOptions {
+    fn default() -> Self {
+        Self {
+            max_size: 16 * 1024 * 1024,
+            ping_interval: Some(Duration::from_secs(20)),
+            ping_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
 /// How long a closing WebSocket waits for the client's close frame.
 const WS_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// What a client waits before reconnecting after the stream ends (the `retry:` hint).
 const SSE_RETRY: Duration = Duration::from_millis(500);
 
 /// `GET /ws`: echoes every text and binary message.
-pub async fn websocket(upgrade: WebSocketUpgrade) -> Response {
+pub async fn websocket(upgrade: WebSocketUpgrade, options: WsOptions) -> Response {
     upgrade
-        .max_message_size(WS_MAX_SIZE)
-        .on_upgrade(echo_until_drained)
+        .max_message_size(options.max_size)
+        .max_frame_size(options.max_size)
+        .on_upgrade(move |socket| echo_until_drained(socket, options))
 }
 
-async fn echo_until_drained(mut socket: WebSocket) {
+async fn echo_until_drained(mut socket: WebSocket, options: WsOptions) {
     let mut draining = Draining::of_this_worker();
+    let period = options.ping_interval.unwrap_or(Duration::from_secs(86_400));
+    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    // When the ping in flight was sent (cleared by its pong).
+    let mut awaiting_pong: Option<tokio::time::Instant> = None;
     loop {
+        let pong_due = awaiting_pong.map(|sent| sent + options.ping_timeout);
         tokio::select! {
             message = socket.recv() => match message {
                 Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
@@ -39,11 +64,44 @@ async fn echo_until_drained(mut socket: WebSocket) {
                         return;
                     }
                 }
+                Some(Ok(Message::Pong(_))) => awaiting_pong = None,
+                Some(Err(e)) if is_too_large(&e) => {
+                    let frame = CloseFrame { code: 1009, reason: "message too large".into() };
+                    let _ = socket.send(Message::Close(Some(frame))).await;
+                    return;
+                }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },
+            _ = pings.tick(), if options.ping_interval.is_some() && awaiting_pong.is_none() => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+                awaiting_pong = Some(tokio::time::Instant::now());
+            }
+            () = sleep_until_or_never(pong_due) => {
+                let frame = CloseFrame { code: 1011, reason: "keepalive ping timeout".into() };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                return;
+            }
             reason = draining.started() => return close(socket, reason).await,
         }
+    }
+}
+
+/// Whether a receive failed on a message or frame above `--ws-max-size`.
+fn is_too_large(error: &axum::Error) -> bool {
+    let cause = std::error::Error::source(error);
+    matches!(
+        cause.and_then(|c| c.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+async fn sleep_until_or_never(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -39,11 +39,12 @@ fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
     let outcome = if cli.command.is_empty() {
         let shutdown_delay = Duration::from_secs_f64(cli.demo_shutdown_delay);
         let panic_at_start = cli.demo_panic_at_start;
+        let ws = cli.ws_options();
         server.serve(move || {
             if panic_at_start {
                 panic!("demo: --demo-panic-at-start");
             }
-            demo_app::demo_app(shutdown_delay)
+            demo_app::demo_app(shutdown_delay, ws)
         })
     } else {
         if cli.limit_max_requests.is_some() {

@@ -36,11 +36,17 @@ async fn connect(addr: SocketAddr) -> Socket {
 
 async fn echo(socket: &mut Socket, text: &str) {
     socket.send(Message::text(text)).await.unwrap();
-    let answer = tokio::time::timeout(Duration::from_secs(5), socket.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    // Pings are answered by the library; they are shown to the reader too.
+    let answer = loop {
+        let next = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if !matches!(next, Message::Ping(_) | Message::Pong(_)) {
+            break next;
+        }
+    };
     assert_eq!(answer, Message::text(text));
 }
 
@@ -223,4 +229,67 @@ fn an_sse_stream_ends_at_an_event_boundary_at_a_restart_and_resumes_from_its_las
     assert_eq!(line.trim_end(), format!("id: {}", last + 1));
     server.signal(Signal::SIGTERM);
     assert!(server.wait_exit(Duration::from_secs(15)).0.success());
+}
+
+/// Opens a WebSocket by hand and returns the raw stream (a client that never answers).
+fn raw_websocket(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    stream
+}
+
+#[test]
+fn an_oversized_message_closes_with_1009_and_a_silent_client_is_pinged_out_with_1011() {
+    let server = RunningServer::start(&[
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--ws-max-size",
+        "1024",
+        "--ws-ping-interval",
+        "0.2",
+        "--ws-ping-timeout",
+        "0.3",
+    ]);
+    let rt = runtime();
+    let mut socket = rt.block_on(connect(server.addr));
+    rt.block_on(socket.send(Message::binary(vec![7u8; 4096])))
+        .unwrap();
+    assert_eq!(rt.block_on(close_code(&mut socket)), CloseCode::Size);
+    // The worker serves on; a client that answers pings (the library does) stays open
+    // across many ping intervals.
+    let mut answering = rt.block_on(connect(server.addr));
+    for round in 0..5 {
+        rt.block_on(echo(&mut answering, &format!("round {round}")));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // One that never answers is closed with 1011 after the interval plus the timeout.
+    let mut silent = raw_websocket(server.addr);
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let _ = silent.read_to_end(&mut received);
+    let took = started.elapsed();
+    let close_1011 = [0x88, 0x03, 0xF3];
+    assert!(
+        received
+            .windows(4)
+            .any(|w| w[0] == close_1011[0] && w[2..] == close_1011[1..]),
+        "{received:?}"
+    );
+    assert!(took < Duration::from_secs(3), "closed after {took:?}");
 }
