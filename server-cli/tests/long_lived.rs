@@ -293,3 +293,42 @@ fn an_oversized_message_closes_with_1009_and_a_silent_client_is_pinged_out_with_
     );
     assert!(took < Duration::from_secs(3), "closed after {took:?}");
 }
+
+#[test]
+fn an_upgrade_answered_by_a_draining_worker_is_a_real_upgrade_then_a_close_frame() {
+    let mut server = RunningServer::start(&["--workers", "1", "--no-access-log"]);
+    // A keep-alive connection that has been served: at the stop it gets the drain grace.
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 256];
+    let n = stream.read(&mut first).unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    server.signal(Signal::SIGTERM);
+    // The parent's line, then the worker's: the worker drains.
+    server.wait_for_lines("Shutting down", 2);
+    // The upgrade request arrives while the worker drains.
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    let mut received = Vec::new();
+    let _ = stream.read_to_end(&mut received);
+    let text = String::from_utf8_lossy(&received).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 101"), "{text}");
+    assert!(text.contains("connection: upgrade"), "{text}");
+    assert!(!text.contains("connection: close"), "{text}");
+    // Then the server's close frame with 1001 (0x03E9).
+    assert!(
+        received
+            .windows(4)
+            .any(|w| w[0] == 0x88 && w[2..] == [0x03, 0xE9]),
+        "{received:?}"
+    );
+}

@@ -193,8 +193,13 @@ impl Future for ResponseFuture {
         };
         // Decided when the response is ready, not when the request arrived: any response
         // written during a drain tells the client to go elsewhere for its next request,
-        // so the connection closes after it and no request races with the close.
-        if this.draining.is_cancelled() && *this.version < Version::HTTP_2 {
+        // so the connection closes after it and no request races with the close. Not a
+        // 101: its `Connection: upgrade` is the upgrade (the app then ends the upgraded
+        // connection itself, e.g. with a WebSocket close frame, seeing the drain).
+        if this.draining.is_cancelled()
+            && *this.version < Version::HTTP_2
+            && response.status() != StatusCode::SWITCHING_PROTOCOLS
+        {
             response
                 .headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
