@@ -140,19 +140,7 @@ fn an_upgraded_connection_holds_the_worker_until_it_ends_bounded_by_the_close_ti
         "10",
     ]);
     // A WebSocket client that never reads: it will not answer the close frame.
-    let mut stream = TcpStream::connect(server.addr).unwrap();
-    stream
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).unwrap();
-    assert_eq!(&head, b"HTTP/1.1 101");
+    let _stream = raw_websocket(server.addr);
     let signalled = Instant::now();
     server.signal(Signal::SIGTERM);
     let (status, exited) = server.wait_exit(Duration::from_secs(15));
@@ -231,15 +219,15 @@ fn an_sse_stream_ends_at_an_event_boundary_at_a_restart_and_resumes_from_its_las
     assert!(server.wait_exit(Duration::from_secs(15)).0.success());
 }
 
+/// A WebSocket upgrade request for `/ws`, written by hand.
+const UPGRADE_REQUEST: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Version: 13\r\n\r\n";
+
 /// Opens a WebSocket by hand and returns the raw stream (a client that never answers).
 fn raw_websocket(addr: SocketAddr) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .unwrap();
+    stream.write_all(UPGRADE_REQUEST).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -312,12 +300,7 @@ fn an_upgrade_answered_by_a_draining_worker_is_a_real_upgrade_then_a_close_frame
     // The parent's line, then the worker's: the worker drains.
     server.wait_for_lines("Shutting down", 2);
     // The upgrade request arrives while the worker drains.
-    stream
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .unwrap();
+    stream.write_all(UPGRADE_REQUEST).unwrap();
     let mut received = Vec::new();
     let _ = stream.read_to_end(&mut received);
     let text = String::from_utf8_lossy(&received).to_ascii_lowercase();

@@ -17,6 +17,15 @@ use nix::sys::signal::Signal;
 use shutdown_harness::{Disruption, HttpVersion, Report, Scenario, Trust};
 use shutdown_harness::{Scheme, TrafficOverrides};
 
+/// Starts server-cli on a free port serving HTTPS with `pair`, with `args`.
+fn start_tls_server(pair: &common::tls::Pair, args: &[&str]) -> RunningServer {
+    let mut command = std::process::Command::new(server_cli());
+    command.args(["--port", "0"]).args(args);
+    command.arg("--ssl-certfile").arg(&pair.cert);
+    command.arg("--ssl-keyfile").arg(&pair.key);
+    RunningServer::start_command(command)
+}
+
 /// server-cli arguments serving HTTPS with `pair`.
 fn tls_args<'a>(cert: &'a str, key: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["--ssl-certfile", cert, "--ssl-keyfile", key];
@@ -215,14 +224,16 @@ fn mtls_requires_a_client_certificate_from_the_given_ca_and_shows_its_subject() 
     let pair = pki.server_pair("server");
     let client = pki.client_pair("billing-service");
     let ca = pki.ca_file();
-    let server = RunningServer::start_command({
-        let mut command = std::process::Command::new(server_cli());
-        command.args(["--port", "0", "--no-access-log", "--ssl-cert-reqs", "2"]);
-        command.arg("--ssl-certfile").arg(&pair.cert);
-        command.arg("--ssl-keyfile").arg(&pair.key);
-        command.arg("--ssl-ca-certs").arg(&ca);
-        command
-    });
+    let server = start_tls_server(
+        &pair,
+        &[
+            "--no-access-log",
+            "--ssl-cert-reqs",
+            "2",
+            "--ssl-ca-certs",
+            ca.to_str().unwrap(),
+        ],
+    );
     let anonymous = https_get(server.addr, "/whoami", client_config(&pki, &[], None));
     assert!(
         anonymous.response.is_err(),
@@ -270,13 +281,7 @@ fn client_hello_with_only_rc4() -> Vec<u8> {
 fn bad_tls_input_gets_an_alert_or_a_close_and_the_worker_serves_on() {
     let pki = TestPki::new("bad-input");
     let pair = pki.server_pair("server");
-    let server = RunningServer::start_command({
-        let mut command = std::process::Command::new(server_cli());
-        command.args(["--port", "0", "--no-access-log", "--workers", "1"]);
-        command.arg("--ssl-certfile").arg(&pair.cert);
-        command.arg("--ssl-keyfile").arg(&pair.key);
-        command
-    });
+    let server = start_tls_server(&pair, &["--no-access-log", "--workers", "1"]);
     let config = client_config(&pki, &[], None);
     const ALERT: u8 = 0x15;
     for (what, bytes) in [
@@ -361,19 +366,7 @@ fn a_bad_pair_at_start_is_one_line_and_exit_1_and_unsupported_options_are_refuse
 fn an_unfinished_handshake_is_closed_at_the_header_timeout_and_never_holds_a_stop() {
     let pki = TestPki::new("slow-handshake");
     let pair = pki.server_pair("server");
-    let mut server = RunningServer::start_command({
-        let mut command = std::process::Command::new(server_cli());
-        command.args([
-            "--port",
-            "0",
-            "--no-access-log",
-            "--timeout-header-read",
-            "1",
-        ]);
-        command.arg("--ssl-certfile").arg(&pair.cert);
-        command.arg("--ssl-keyfile").arg(&pair.key);
-        command
-    });
+    let mut server = start_tls_server(&pair, &["--no-access-log", "--timeout-header-read", "1"]);
     // A client that connects and never sends its ClientHello is closed after the
     // header-read timeout (1 s here).
     let mut silent = TcpStream::connect(server.addr).unwrap();
@@ -393,19 +386,7 @@ fn an_unfinished_handshake_is_closed_at_the_header_timeout_and_never_holds_a_sto
     // One that stalls half-way through its handshake when the stop begins holds the stop
     // for the drain grace (1 s) at most, not the header timeout (10 s here) or the
     // graceful deadline.
-    let mut server = RunningServer::start_command({
-        let mut command = std::process::Command::new(server_cli());
-        command.args([
-            "--port",
-            "0",
-            "--no-access-log",
-            "--timeout-header-read",
-            "10",
-        ]);
-        command.arg("--ssl-certfile").arg(&pair.cert);
-        command.arg("--ssl-keyfile").arg(&pair.key);
-        command
-    });
+    let mut server = start_tls_server(&pair, &["--no-access-log", "--timeout-header-read", "10"]);
     let mut stalled = TcpStream::connect(server.addr).unwrap();
     stalled
         .write_all(&client_hello_with_only_rc4()[..20])
@@ -423,13 +404,7 @@ fn an_unfinished_handshake_is_closed_at_the_header_timeout_and_never_holds_a_sto
 fn an_idle_keep_alive_connection_gets_close_notify_then_fin_at_a_stop() {
     let pki = TestPki::new("close-notify");
     let pair = pki.server_pair("server");
-    let mut server = RunningServer::start_command({
-        let mut command = std::process::Command::new(server_cli());
-        command.args(["--port", "0", "--no-access-log", "--workers", "1"]);
-        command.arg("--ssl-certfile").arg(&pair.cert);
-        command.arg("--ssl-keyfile").arg(&pair.key);
-        command
-    });
+    let mut server = start_tls_server(&pair, &["--no-access-log", "--workers", "1"]);
     let mut tcp = TcpStream::connect(server.addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
