@@ -58,8 +58,8 @@ impl WorkerTls {
             match watch.check() {
                 PairChange::Unchanged => {}
                 PairChange::Loaded(pair) => {
-                    let changed = !Arc::ptr_eq(&pair, &self.certificate.current())
-                        && !same_chain(&pair, &self.certificate.current());
+                    // A freshly loaded pair is never the same allocation: compare chains.
+                    let changed = !same_chain(&pair, &self.certificate.current());
                     self.certificate.replace(pair);
                     if changed || !first {
                         tracing::info!("TLS certificate loaded; new connections use it");
