@@ -10,6 +10,8 @@
 #   SCENARIOS="seed load" scripts/compare-peers.sh
 #   CLIENT=reqwest SCENARIOS=keepalive TABLES=1 scripts/compare-peers.sh server-cli uvicorn
 #     (another client library; TABLES=1 prints every run's outcome table)
+#   SCENARIOS=websocket TABLES=1 scripts/compare-peers.sh uvicorn gunicorn axum server-cli server-cli-uvicorn
+#     (WebSocket echo clients at SIGTERM; `axum` is plain axum with with_graceful_shutdown)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -22,6 +24,9 @@ trap 'rm -rf "$out"' EXIT
 mkdir -p "$ROOT/bench/results" "$ROOT/docs"
 
 build_release
+if [[ " ${servers[*]} " == *" axum "* ]]; then
+  (cd "$ROOT" && cargo build --release --quiet -p server-cli --example baseline_axum)
+fi
 ensure_peers
 
 declare -A dropped

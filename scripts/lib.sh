@@ -12,11 +12,13 @@ build_release() {
   (cd "$ROOT" && cargo build --release --workspace --quiet)
 }
 
-# Creates the peers' venv (uvicorn, fastapi, gunicorn at the pinned versions) once.
+# Creates the peers' venv (uvicorn, fastapi, gunicorn, websockets at the pinned versions),
+# and installs again whenever the requirements change.
 ensure_peers() {
-  if [ ! -x "$VENV/bin/uvicorn" ] || [ ! -x "$VENV/bin/gunicorn" ]; then
-    python3 -m venv "$VENV"
+  if ! cmp -s "$PEERS_DIR/requirements.txt" "$VENV/.installed-requirements.txt"; then
+    [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet -r "$PEERS_DIR/requirements.txt"
+    cp "$PEERS_DIR/requirements.txt" "$VENV/.installed-requirements.txt"
   fi
 }
 
@@ -27,6 +29,7 @@ server_command() {
     gunicorn) echo "$VENV/bin/gunicorn -k uvicorn_worker.UvicornWorker -w 2 -b 127.0.0.1:{port} --chdir $PEERS_DIR seed_app:app" ;;
     server-cli) echo "$SERVER_CLI --workers 2 --demo-shutdown-delay 10 --port {port} --no-access-log" ;;
     server-cli-uvicorn) echo "$SERVER_CLI --workers 2 --port {port} --no-access-log -- $VENV/bin/uvicorn seed_app:app --app-dir $PEERS_DIR --fd 3 --no-access-log" ;;
+    axum) echo "$ROOT/target/release/examples/baseline_axum 127.0.0.1:{port}" ;;
     server-cli-close) echo "$SERVER_CLI --workers 2 --demo-shutdown-delay 10 --port {port} --no-access-log --listener-drain close" ;;
     *) echo "unknown server: $1" >&2; return 2 ;;
   esac

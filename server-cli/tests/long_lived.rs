@@ -315,3 +315,64 @@ fn an_upgrade_answered_by_a_draining_worker_is_a_real_upgrade_then_a_close_frame
         "{received:?}"
     );
 }
+
+#[test]
+fn a_failed_upgrade_gets_400_and_the_worker_serves_on() {
+    let server = RunningServer::start(&["--workers", "1", "--no-access-log"]);
+    let head = "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
+    for bad in [
+        // No Upgrade header at all.
+        format!("{head}\r\n"),
+        // No key.
+        format!("{head}Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n"),
+        // A version this server does not speak.
+        format!(
+            "{head}Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 8\r\n\r\n"
+        ),
+    ] {
+        let response = common::raw_request(server.addr, bad.as_bytes()).unwrap();
+        assert_eq!(response.status, 400, "{bad:?}: {}", response.head);
+    }
+    assert_eq!(common::http_get(server.addr, "/").unwrap().status, 200);
+}
+
+/// A client frame carrying `len` bytes (masked with a zero key, so the payload is as is).
+fn masked_binary_frame(len: usize) -> Vec<u8> {
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&(len as u64).to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.resize(frame.len() + len, 7);
+    frame
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_at_the_graceful_deadline() {
+    let mut server = RunningServer::start(&[
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--timeout-graceful-shutdown",
+        "3",
+    ]);
+    let mut stream = raw_websocket(server.addr);
+    // Messages the client never reads the echoes of: the server's writes block once both
+    // directions' buffers are full, so it can send neither echo nor close frame.
+    stream
+        .set_write_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let frame = masked_binary_frame(64 * 1024);
+    let blocked = (0..1024).any(|_| stream.write_all(&frame).is_err());
+    assert!(blocked, "64 MiB written and the server still reads");
+    server.signal(Signal::SIGTERM);
+    let signalled = Instant::now();
+    let (status, exited) = server.wait_exit(Duration::from_secs(15));
+    let took = exited - signalled;
+    // Held until the deadline (the connection counts as in flight), cut then: a forced
+    // stop, which the exit status says.
+    assert_eq!(status.code(), Some(1), "{status}");
+    assert!(
+        took > Duration::from_millis(2500) && took < Duration::from_millis(4500),
+        "exited {took:?} after SIGTERM"
+    );
+}

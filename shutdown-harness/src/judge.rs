@@ -10,6 +10,13 @@ use crate::outcome::Outcome;
 use crate::plan::{Disruption, Expectation, Plan};
 use crate::scenario::{Role, Scenario};
 
+mod reconnects;
+pub use reconnects::{reconnects, Reconnects, PROMPT_RECONNECT};
+
+/// Least share of clean closes that must reconnect within [`PROMPT_RECONNECT`] when the
+/// server keeps serving.
+pub const MIN_PROMPT_RECONNECT_SHARE: f64 = 0.999;
+
 /// How soon after a worker's SIGKILL a failed request counts as in flight on that worker.
 pub const KILLED_IN_FLIGHT_WINDOW: f64 = 0.25;
 
@@ -43,7 +50,7 @@ pub struct Summary {
     pub expectation: Expectation,
     /// Requests of ordinary clients.
     pub total: usize,
-    /// Answered with 2xx.
+    /// Answered with 2xx (long-lived scenarios: messages echoed, events received).
     pub ok: usize,
     /// Refused (clean): connections refused, and HTTP/2 streams refused unprocessed.
     pub refused: usize,
@@ -69,6 +76,11 @@ pub struct Summary {
     pub server_exit: ServerExit,
     /// Workers the server had at the end (when `--expect-workers` asked).
     pub workers_at_end: Option<usize>,
+    /// Most worker processes (children of the launched process) seen at once during the
+    /// run, sampled every 50 ms.
+    pub max_workers: Option<usize>,
+    /// Long-lived scenarios: clean closes and how fast clients came back.
+    pub reconnects: Option<Reconnects>,
     /// Processes of the server's group still running after it exited.
     pub orphans: Vec<u32>,
     /// One row per outcome.
@@ -123,9 +135,7 @@ pub fn judge(plan: &Plan, observation: &Observation) -> Summary {
         expectation: plan.expectation,
         killed_in_flight: fast().filter(|r| killed_in_flight(r)).count(),
         total,
-        ok: fast()
-            .filter(|r| matches!(r.outcome, Outcome::Ok(_)))
-            .count(),
+        ok: fast().filter(|r| r.outcome.is_answer()).count(),
         refused: fast()
             .filter(|r| matches!(r.outcome, Outcome::Refused | Outcome::StreamRefused))
             .count(),
@@ -138,11 +148,16 @@ pub fn judge(plan: &Plan, observation: &Observation) -> Summary {
         first_drop_after_signal: drops.iter().copied().reduce(f64::min),
         last_drop_after_signal: drops.iter().copied().reduce(f64::max),
         ok_per_sec_before_signal: fast()
-            .filter(|r| r.start < signal_at && matches!(r.outcome, Outcome::Ok(_)))
+            .filter(|r| r.start < signal_at && r.outcome.is_answer())
             .count() as f64
             / signal_at.max(0.001),
         server_exit: observation.exit.clone(),
         workers_at_end: observation.workers_at_end,
+        max_workers: observation.max_workers,
+        reconnects: plan.scenario.is_long_lived().then(|| {
+            let last_end = records.iter().map(|r| r.end).fold(0.0, f64::max);
+            reconnects(records, last_end.max(plan.duration.as_secs_f64()))
+        }),
         orphans: observation.orphans.clone(),
         rows: rows
             .into_iter()
@@ -203,6 +218,20 @@ fn failures(s: &Summary, plan: &Plan, observation: &Observation) -> Vec<String> 
             "{} connections refused while the server should have kept serving",
             s.refused
         ));
+    }
+    if let Some(r) = &s.reconnects {
+        let serving = matches!(
+            plan.expectation,
+            Expectation::KeepsServing | Expectation::HandsOver
+        );
+        if serving && r.prompt_share() < MIN_PROMPT_RECONNECT_SHARE {
+            failures.push(format!(
+                "{} of {} clean closes reconnected within {PROMPT_RECONNECT} s (at least {:.1} % must)",
+                r.reconnected_promptly,
+                r.closes_with_time_to_reconnect,
+                MIN_PROMPT_RECONNECT_SHARE * 100.0
+            ));
+        }
     }
     if let (Some(expected), Some(found)) = (plan.expect_workers, s.workers_at_end) {
         if found != expected {

@@ -12,6 +12,7 @@ mod disrupt_command;
 pub mod error;
 pub mod judge;
 pub mod launcher;
+mod long_lived;
 pub mod observation;
 pub mod outcome;
 pub mod plan;

@@ -86,6 +86,8 @@ pub struct Observation {
     pub orphans: Vec<u32>,
     /// Workers the server had at the end (counted when the plan expects a number).
     pub workers_at_end: Option<usize>,
+    /// Most worker processes seen at once during the run (launched servers).
+    pub max_workers: Option<usize>,
     /// The final SIGTERM of a server that kept serving did not stop it in time.
     pub final_stop_failed: bool,
 }

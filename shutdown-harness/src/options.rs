@@ -185,6 +185,9 @@ impl Options {
                 self.duration
             );
         }
+        if self.scenario.is_long_lived() && (self.client != ClientLibrary::Raw || self.http2) {
+            bail!("--client reqwest and --http2 are for request scenarios, not websocket or sse");
+        }
         if self.clients == Some(0) {
             bail!("--clients must be at least 1");
         }
@@ -279,7 +282,7 @@ impl Options {
     fn request_shape(&self) -> anyhow::Result<RequestShape> {
         let paths = match (&self.paths[..], &self.url) {
             ([], Some(url)) => vec![url.path.clone()],
-            ([], None) => vec!["/".into()],
+            ([], None) => vec![self.scenario.default_path().into()],
             (paths, _) => paths.to_vec(),
         };
         let body = match (&self.body, &self.body_file) {

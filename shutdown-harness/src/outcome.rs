@@ -41,6 +41,27 @@ pub enum Outcome {
     TlsHandshakeFailed,
     /// Any other client error (reported as is by a client library).
     OtherError,
+    /// A long-lived connection was opened: WebSocket upgrade (101) or SSE stream (200)
+    /// answered. Not a request of its own; reconnect times are measured to it.
+    Opened,
+    /// A WebSocket message echoed back, or an SSE event received: an answer.
+    Message,
+    /// The server closed a WebSocket with a close frame and a code that says "come back"
+    /// (1000 normal, 1001 going away, 1012 service restart): clean, the client reconnects.
+    ClosedCleanly(u16),
+    /// An SSE stream ended at an event boundary with a clean end of the body: clean.
+    StreamEnded,
+    /// The server closed a WebSocket with another code (1011 internal error, 1009 too big...).
+    ClosedWithCode(u16),
+    /// The WebSocket's TCP connection ended without a close frame (code 1006).
+    ClosedWithoutFrame,
+    /// An SSE stream ended in the middle of an event.
+    CutMidEvent,
+    /// An SSE stream ended between events but without the body's clean end (the connection
+    /// was cut, or closed without the last chunk).
+    StreamCut,
+    /// An SSE stream resumed with `Last-Event-ID` skipped event ids.
+    EventsMissing,
 }
 
 impl Outcome {
@@ -48,8 +69,24 @@ impl Outcome {
     pub fn is_drop(self) -> bool {
         !matches!(
             self,
-            Outcome::Ok(_) | Outcome::Refused | Outcome::StreamRefused
+            Outcome::Ok(_)
+                | Outcome::Refused
+                | Outcome::StreamRefused
+                | Outcome::Opened
+                | Outcome::Message
+                | Outcome::ClosedCleanly(_)
+                | Outcome::StreamEnded
         )
+    }
+
+    /// Whether this outcome is an answer (counted as ok).
+    pub fn is_answer(self) -> bool {
+        matches!(self, Outcome::Ok(_) | Outcome::Message)
+    }
+
+    /// Whether this outcome is a clean end of a long-lived connection.
+    pub fn is_clean_close(self) -> bool {
+        matches!(self, Outcome::ClosedCleanly(_) | Outcome::StreamEnded)
     }
 
     /// A complete response with `status`: answered if `ok` accepts it.
@@ -77,6 +114,15 @@ impl Outcome {
             Outcome::StreamReset => "stream reset".into(),
             Outcome::TlsHandshakeFailed => "tls handshake failed".into(),
             Outcome::OtherError => "other error".into(),
+            Outcome::Opened => "opened".into(),
+            Outcome::Message => "message".into(),
+            Outcome::ClosedCleanly(code) => format!("close {code}"),
+            Outcome::StreamEnded => "stream ended".into(),
+            Outcome::ClosedWithCode(code) => format!("close {code}"),
+            Outcome::ClosedWithoutFrame => "closed, no frame (1006)".into(),
+            Outcome::CutMidEvent => "cut mid-event".into(),
+            Outcome::StreamCut => "stream cut".into(),
+            Outcome::EventsMissing => "events missing".into(),
         }
     }
 
@@ -98,6 +144,9 @@ mod tests {
         assert!(!Outcome::Ok(204).is_drop());
         assert!(!Outcome::Refused.is_drop());
         assert!(!Outcome::StreamRefused.is_drop());
+        assert!(!Outcome::ClosedCleanly(1012).is_drop());
+        assert!(!Outcome::StreamEnded.is_drop());
+        assert!(!Outcome::Message.is_drop());
         for drop in [
             Outcome::HttpError(502),
             Outcome::ConnectTimeout,
@@ -109,6 +158,11 @@ mod tests {
             Outcome::StreamReset,
             Outcome::TlsHandshakeFailed,
             Outcome::OtherError,
+            Outcome::ClosedWithCode(1011),
+            Outcome::ClosedWithoutFrame,
+            Outcome::CutMidEvent,
+            Outcome::StreamCut,
+            Outcome::EventsMissing,
         ] {
             assert!(drop.is_drop(), "{drop:?}");
         }

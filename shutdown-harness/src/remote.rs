@@ -9,10 +9,9 @@ use crate::disrupt_command::run_command;
 use crate::error::HarnessError;
 use crate::observation::{CommandRun, Observation, ServerExit};
 use crate::plan::{Disruption, Plan};
-use crate::request::RequestShape;
 use crate::run::{transport_for, MAX_DISRUPTIONS};
 use crate::target::UrlTarget;
-use crate::traffic::{wait_until_answered, Traffic};
+use crate::traffic::{readiness_probe, wait_until_answered, Traffic};
 
 /// The longest wait for the host name to resolve.
 const RESOLVE_LIMIT: Duration = Duration::from_secs(10);
@@ -34,10 +33,7 @@ pub async fn observe(plan: &Plan, url: &UrlTarget) -> Result<Observation, Harnes
         .await
         .map_err(HarnessError::Resolve)?;
     let transport = transport_for(plan, addr, &url.host, url.scheme)?;
-    let probe = plan
-        .clients
-        .first()
-        .map_or_else(|| RequestShape::get(&url.path), |g| g.request.clone());
+    let probe = readiness_probe(plan);
     if let Err(failure) = wait_until_answered(&transport, &probe, plan.ready_timeout, || None).await
     {
         return Err(HarnessError::NotReady {
@@ -65,6 +61,7 @@ pub async fn observe(plan: &Plan, url: &UrlTarget) -> Result<Observation, Harnes
         exit: ServerExit::NotLaunched,
         orphans: Vec::new(),
         workers_at_end: None,
+        max_workers: None,
         final_stop_failed: false,
     })
 }

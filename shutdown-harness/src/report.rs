@@ -61,6 +61,12 @@ impl Report {
         if let Some(n) = s.workers_at_end {
             let _ = writeln!(out, "workers at the end: {n}");
         }
+        if let Some(n) = s.max_workers {
+            let _ = writeln!(out, "most worker processes at once: {n}");
+        }
+        if let Some(r) = &s.reconnects {
+            write_reconnects(&mut out, r);
+        }
         if !s.orphans.is_empty() {
             let _ = writeln!(out, "orphans left behind (killed): {:?}", s.orphans);
         }
@@ -159,6 +165,22 @@ fn write_notes(out: &mut String, s: &Summary) {
             s.slow_completed, s.slow_not_completed
         );
     }
+}
+
+/// Long-lived connections: clean closes and how fast clients came back.
+fn write_reconnects(out: &mut String, r: &crate::judge::Reconnects) {
+    let ms = |secs: Option<f64>| secs.map_or("-".into(), |s| format!("{:.0} ms", s * 1000.0));
+    let _ = writeln!(
+        out,
+        "connections opened: {}, clean closes: {}, reconnected: {} ({} within {} s; p99 {}, slowest {})",
+        r.opened,
+        r.clean_closes,
+        r.reconnected,
+        r.reconnected_promptly,
+        crate::judge::PROMPT_RECONNECT,
+        ms(r.p99),
+        ms(r.slowest)
+    );
 }
 
 /// How the server ended, in words.

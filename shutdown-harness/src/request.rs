@@ -101,6 +101,13 @@ impl Default for OkStatus {
 }
 
 impl OkStatus {
+    /// Any complete response: the server is up (readiness of a long-lived scenario).
+    pub fn any() -> Self {
+        Self {
+            ranges: vec![(100, 599)],
+        }
+    }
+
     /// Parses `2xx,3xx,404`.
     pub fn parse(text: &str) -> Result<Self, RequestError> {
         let bad = || RequestError::Status(text.into());

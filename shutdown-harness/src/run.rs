@@ -16,7 +16,7 @@ use crate::observation::{Observation, ServerExit};
 use crate::plan::{Disruption, Expectation, Plan};
 use crate::report::Report;
 use crate::target::{Scheme, Target};
-use crate::traffic::{wait_until_answered, Traffic};
+use crate::traffic::{readiness_probe, wait_until_answered, Traffic};
 use crate::transport::Transport;
 
 /// Most disruptions in one run.
@@ -100,8 +100,10 @@ async fn observe_launched(
     let started = Instant::now();
     let traffic_end = started + plan.duration;
     let traffic = Traffic::start(plan, &transport, started);
+    let workers = tokio::spawn(count_workers(pid, traffic_end));
     let (exit, disruptions) = disrupt_and_watch(&mut child, plan, pid, started, traffic_end).await;
     let records = traffic.finish_at(traffic_end).await;
+    let max_workers = workers.await.ok();
     let workers_at_end = match (&exit, plan.expect_workers) {
         (ServerExit::KeptServing, Some(n)) => Some(wait_for_workers(pid, n).await),
         _ => None,
@@ -115,6 +117,7 @@ async fn observe_launched(
         exit,
         orphans,
         workers_at_end,
+        max_workers,
         final_stop_failed,
     })
 }
@@ -235,6 +238,17 @@ async fn repeat_disruption(
     (times, None)
 }
 
+/// The most workers (children of `pid`) seen at once until `end`, sampled every 50 ms:
+/// how many old workers a restart leaves draining beside the new ones.
+async fn count_workers(pid: u32, end: Instant) -> usize {
+    let mut most = 0;
+    while Instant::now() < end {
+        most = most.max(children_of(pid).len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    most
+}
+
 /// Waits (up to 10 s, for respawns and scaling to settle) until the server has `n` workers;
 /// returns how many it has.
 async fn wait_for_workers(pid: u32, n: usize) -> usize {
@@ -266,11 +280,7 @@ async fn wait_until_ready(
     child: &mut Child,
     plan: &Plan,
 ) -> Result<(), HarnessError> {
-    let probe = plan
-        .clients
-        .first()
-        .map(|g| g.request.clone())
-        .unwrap_or_else(|| crate::request::RequestShape::get("/"));
+    let probe = readiness_probe(plan);
     let mut exited = || match child.try_wait() {
         Ok(Some(status)) => Some(status.to_string()),
         _ => None,

@@ -24,6 +24,24 @@ pub enum Scenario {
     /// Load while the server reloads (SIGHUP by default; any signal after which it must
     /// keep serving): it must refuse nothing and not exit.
     Reload,
+    /// WebSocket clients on `/ws` (default), an echo message every 100 ms each (32
+    /// clients by default); each reconnects after a clean close frame.
+    Websocket,
+    /// Server-Sent Events clients on `/sse?every=100` (default, 32 clients); each
+    /// reconnects with `Last-Event-ID` when its stream ends, and checks no id is missing.
+    Sse,
+}
+
+/// What a client does on its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientKind {
+    /// Requests and responses.
+    Requests,
+    /// A WebSocket: echo messages until the server closes it, then reconnect.
+    WebSocket,
+    /// An SSE stream: read events until it ends, then reconnect with `Last-Event-ID`.
+    Sse,
 }
 
 /// Whether a client's failures count as drops.
@@ -41,11 +59,13 @@ pub enum Role {
 pub struct ClientGroup {
     /// Whether their failures count as drops.
     pub role: Role,
+    /// Requests, a WebSocket, or an SSE stream.
+    pub kind: ClientKind,
     /// How many clients.
     pub count: usize,
     /// Whether they keep their connection between requests.
     pub keep_alive: bool,
-    /// Pause after each request.
+    /// Pause after each request (WebSocket: between messages).
     pub interval: Duration,
     /// What each request is.
     pub request: RequestShape,
@@ -69,6 +89,20 @@ pub struct TrafficOverrides {
 }
 
 impl Scenario {
+    /// The path its clients use unless told otherwise: the demo app's `/ws` and `/sse`.
+    pub fn default_path(self) -> &'static str {
+        match self {
+            Scenario::Websocket => "/ws",
+            Scenario::Sse => "/sse?every=100",
+            _ => "/",
+        }
+    }
+
+    /// Whether its clients hold long-lived connections (WebSocket, SSE).
+    pub fn is_long_lived(self) -> bool {
+        matches!(self, Scenario::Websocket | Scenario::Sse)
+    }
+
     /// The clients of this scenario.
     pub fn clients(self, overrides: TrafficOverrides) -> Vec<ClientGroup> {
         let ms = Duration::from_millis;
@@ -76,20 +110,30 @@ impl Scenario {
             Scenario::Seed | Scenario::Slow => (4, false, ms(50), ms(100), ms(1000)),
             Scenario::Load | Scenario::Reload => (32, false, ms(0), ms(1000), ms(1000)),
             Scenario::Keepalive => (16, true, ms(10), ms(1000), ms(1000)),
+            Scenario::Websocket | Scenario::Sse => (32, true, ms(100), ms(1000), ms(2000)),
+        };
+        let kind = match self {
+            Scenario::Websocket => ClientKind::WebSocket,
+            Scenario::Sse => ClientKind::Sse,
+            _ => ClientKind::Requests,
         };
         let connect = overrides.connect_timeout.unwrap_or(connect);
         let request = overrides.request_timeout.unwrap_or(request);
         let mut groups = vec![ClientGroup {
             role: Role::Fast,
+            kind,
             count: overrides.clients.unwrap_or(count),
             keep_alive,
             interval: overrides.interval.unwrap_or(interval),
-            request: overrides.request.unwrap_or_else(|| RequestShape::get("/")),
+            request: overrides
+                .request
+                .unwrap_or_else(|| RequestShape::get(self.default_path())),
             timeouts: Timeouts { connect, request },
         }];
         if self == Scenario::Slow {
             groups.push(ClientGroup {
                 role: Role::Slow,
+                kind: ClientKind::Requests,
                 count: 2,
                 keep_alive: false,
                 interval: ms(50),

@@ -114,6 +114,8 @@ fn draw_lane(svg: &mut String, y: f64, outcome: Outcome, bins: &[usize]) {
         "#d62728"
     } else if outcome == Outcome::Refused {
         "#1f77b4"
+    } else if outcome.is_clean_close() || outcome == Outcome::Opened {
+        "#ff7f0e"
     } else {
         "#2ca02c"
     };

@@ -6,16 +6,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::long_lived;
 use crate::observation::RequestRecord;
 use crate::outcome::Outcome;
 use crate::plan::Plan;
 use crate::request::RequestShape;
-use crate::scenario::{ClientGroup, Role};
+use crate::scenario::{ClientGroup, ClientKind, Role};
 use crate::transport::{Failure, Timeouts, Transport};
 
 /// Most requests one client may send in a run (every loop is bounded in count as well as
 /// in time).
-const MAX_REQUESTS_PER_CLIENT: usize = 2_000_000;
+pub(crate) const MAX_REQUESTS_PER_CLIENT: usize = 2_000_000;
 /// Pause of a client after a refused connection or stream.
 const REFUSED_RETRY_PAUSE: Duration = Duration::from_millis(10);
 
@@ -42,7 +43,15 @@ impl Traffic {
                 started,
                 stopped: stopped.clone(),
             };
-            clients.spawn(client.run(transport.clone()));
+            match group.kind {
+                ClientKind::Requests => clients.spawn(client.run(transport.clone())),
+                ClientKind::WebSocket => {
+                    clients.spawn(long_lived::websocket::run(client, transport.endpoint()))
+                }
+                ClientKind::Sse => {
+                    clients.spawn(long_lived::sse::run(client, transport.endpoint()))
+                }
+            };
         }
         Self { clients, stop }
     }
@@ -63,19 +72,34 @@ impl Traffic {
 }
 
 /// One client.
-struct Client {
-    id: u32,
-    group: ClientGroup,
-    started: Instant,
-    stopped: watch::Receiver<bool>,
+pub(crate) struct Client {
+    /// Its number in the run.
+    pub(crate) id: u32,
+    /// What it does.
+    pub(crate) group: ClientGroup,
+    /// Time zero of the records.
+    pub(crate) started: Instant,
+    /// Becomes true when traffic ends.
+    pub(crate) stopped: watch::Receiver<bool>,
 }
 
 impl Client {
+    /// A record of this client: something that started at `start` and ended now.
+    pub(crate) fn record(&self, start: Instant, outcome: Outcome) -> RequestRecord {
+        RequestRecord {
+            client: self.id,
+            role: self.group.role,
+            start: start.duration_since(self.started).as_secs_f64(),
+            end: self.started.elapsed().as_secs_f64(),
+            outcome,
+        }
+    }
+
     /// Requests until stopped, each followed by the group's interval.
     async fn run(mut self, transport: Transport) -> Vec<RequestRecord> {
         let mut records = Vec::new();
         let mut session = transport.session();
-        let group = &self.group;
+        let group = &self.group.clone();
         while records.len() < MAX_REQUESTS_PER_CLIENT && !*self.stopped.borrow() {
             let start = Instant::now();
             let sent = session.send(
@@ -90,13 +114,7 @@ impl Client {
                 // counted (the report says how many completed).
                 _ = self.stopped.wait_for(|stop| *stop), if group.role == Role::Slow => break,
             };
-            records.push(RequestRecord {
-                client: self.id,
-                role: group.role,
-                start: start.duration_since(self.started).as_secs_f64(),
-                end: self.started.elapsed().as_secs_f64(),
-                outcome,
-            });
+            records.push(self.record(start, outcome));
             // A refused client retries after a short pause, as a real one does; hammering
             // a closed port in a tight loop would only flood the records.
             let pause = match outcome {
@@ -113,6 +131,21 @@ impl Client {
             }
         }
         records
+    }
+}
+
+/// What the run sends to see that the server is up: the clients' request, or for
+/// long-lived clients (whose requests never end) `GET /`, any status counting.
+pub fn readiness_probe(plan: &Plan) -> RequestShape {
+    match plan.clients.first() {
+        Some(group) if group.kind == ClientKind::Requests => group.request.clone(),
+        Some(group) => {
+            let mut probe = RequestShape::get("/");
+            probe.headers = group.request.headers.clone();
+            probe.ok_status = crate::request::OkStatus::any();
+            probe
+        }
+        None => RequestShape::get("/"),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
@@ -186,6 +187,26 @@ pub fn is_alive(pid: u32) -> bool {
                 .map(|(_, r)| r.trim_start().starts_with('Z'))
         })
         == Some(false)
+}
+
+/// The path of one of server-cli's examples, built (same profile and target directory) if it
+/// is not up to date: `cargo test --test NAME` does not build examples by itself.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let profile_dir = Path::new(server_cli())
+        .parent()
+        .expect("server-cli is in a profile directory");
+    let target_dir = profile_dir.parent().expect("a target directory");
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .args(["build", "--quiet", "-p", "server-cli", "--example", name])
+        .arg("--target-dir")
+        .arg(target_dir);
+    if profile_dir.ends_with("release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(status.success(), "cargo build --example {name} failed");
+    profile_dir.join("examples").join(name)
 }
 
 /// A parsed HTTP response.

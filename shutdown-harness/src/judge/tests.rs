@@ -39,6 +39,7 @@ fn observed(records: Vec<RequestRecord>, exit: ServerExit) -> Observation {
         exit,
         orphans: Vec::new(),
         workers_at_end: None,
+        max_workers: None,
         final_stop_failed: false,
     }
 }

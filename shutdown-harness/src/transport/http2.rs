@@ -142,7 +142,8 @@ fn stream_outcome(e: &hyper::Error) -> Outcome {
     }
 }
 
-fn io_outcome(kind: Option<std::io::ErrorKind>) -> Outcome {
+/// A failure of the connection's I/O: a reset, or the connection ended.
+pub(crate) fn io_outcome(kind: Option<std::io::ErrorKind>) -> Outcome {
     match kind {
         Some(std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) => {
             Outcome::Reset

@@ -2,9 +2,10 @@
 //! A [`Transport`] is built once per run and shared; each client has a [`Session`] (its
 //! connection) and gets one [`Outcome`] per request.
 
-mod connect;
+pub(crate) mod connect;
 mod http1;
 mod http2;
+pub(crate) use self::http2::io_outcome;
 mod pooled;
 
 use std::fmt::Display;
@@ -196,6 +197,12 @@ impl Transport {
     pub fn describe(&self) -> String {
         let e = &self.endpoint;
         format!("{}://{} ({})", e.scheme_name(), e.authority, e.addr)
+    }
+
+    /// Where the clients connect, for clients that open their own connections (WebSocket,
+    /// SSE).
+    pub(crate) fn endpoint(&self) -> Arc<Endpoint> {
+        self.endpoint.clone()
     }
 
     /// A new client's session (no connection yet).
