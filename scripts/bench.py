@@ -420,6 +420,68 @@ def tls(contenders, secs, idle_count):
     return results
 
 
+WS_UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def tree_rss_kib(server):
+    """RSS of the server process and its children (workers), in KiB."""
+    return sum(rss_kib(p) or 0 for p in [server.proc.pid] + server.children())
+
+
+def open_websockets(port, count, batch=250):
+    """Opens `count` idle WebSockets (upgrade written by hand; 101 read), in batches so the
+    accept queue never overflows; returns the sockets."""
+    conns = []
+    while len(conns) < count:
+        fresh = [socket.create_connection(("127.0.0.1", port), timeout=30)
+                 for _ in range(min(batch, count - len(conns)))]
+        for s in fresh:
+            s.sendall(WS_UPGRADE)
+        for s in fresh:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise RuntimeError("closed during the upgrade")
+                head += chunk
+            if not head.startswith(b"HTTP/1.1 101"):
+                raise RuntimeError(f"upgrade refused: {head[:40]!r}")
+        conns.extend(fresh)
+    return conns
+
+
+def websocket_memory(contenders, count):
+    """RSS per open idle WebSocket connection (the process tree's growth over `count`)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 1024)), hard))
+    results = {}
+    for name in contenders:
+        port = free_port()
+        server = Server(contender_command(name, port), port)
+        conns = []
+        try:
+            time.sleep(0.5)  # let the workers finish their start-up allocations
+            before = tree_rss_kib(server)
+            t0 = time.perf_counter()
+            conns = open_websockets(port, count)
+            took = time.perf_counter() - t0
+            time.sleep(1.0)
+            held = tree_rss_kib(server)
+            results[name] = {"connections": count, "rss_kib_before": before, "rss_kib_held": held,
+                             "rss_kib_per_websocket": round((held - before) / count, 2),
+                             "seconds_to_open_all": round(took, 2)}
+        finally:
+            for s in conns:
+                s.close()
+            server.kill()
+        r = results[name]
+        print(f"  {name:12} {count} idle WebSockets: {r['rss_kib_per_websocket']} KiB each "
+              f"({r['rss_kib_before']} -> {r['rss_kib_held']} KiB), opened in {r['seconds_to_open_all']} s",
+              flush=True)
+    return results
+
+
 def harness_vs_wrk(secs, connections=64):
     """The harness's own speed on keep-alive connections next to wrk's, against the same
     server-cli --workers 2 in the same run: the harness must never be the bottleneck that
@@ -482,6 +544,9 @@ def main():
         ("idle_keepalive_shutdown", "idle keep-alive connections during a shutdown",
          lambda: idle_connections_at_shutdown(100 if smoke else 1000)),
         ("harness_vs_wrk", "the harness's speed next to wrk's", lambda: harness_vs_wrk(2 if smoke else 10)),
+        ("websocket_memory", "idle WebSockets on 2 workers",
+         lambda: websocket_memory(["server-cli", "axum-baseline"] + ([] if args.no_peers or smoke else ["uvicorn"]),
+                                  200 if smoke else 10000)),
         ("tls", "HTTPS (wrk -t2 -c64; openssl s_time; idle connections)",
          lambda: tls(["server-cli"] + ([] if smoke or not shutil.which("nginx") else ["nginx"])
                      + ([] if args.no_peers else ["uvicorn"]), 1 if smoke else 10, 50 if smoke else 1000)),

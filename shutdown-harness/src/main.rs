@@ -15,6 +15,7 @@ use shutdown_harness::{svg, HarnessError, Target};
 
 fn main() -> ExitCode {
     let options = options::Options::parse();
+    raise_open_files_limit();
     let mut plan = match options.plan() {
         Ok(plan) => plan,
         Err(e) => {
@@ -77,5 +78,16 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Each client holds a socket: thousands of WebSocket clients need more than the usual soft
+/// limit of 1,024 open files, so the soft limit goes up to the hard one.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
     }
 }
