@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Long-lived connections at scale on server-cli --workers 2: 1,000 WebSocket clients (an
 # echo every 100 ms each) and 200 SSE clients (an event every 100 ms) at once, through a
-# SIGTERM, a HUP, five HUPs 1 s apart, a TTOU, a USR2 and request-quota recycling. The
+# SIGTERM, a HUP, five HUPs 1 s apart, a TTOU, a USR2 and request-quota recycling (with
+# plain requests beside them). The
 # WebSocket harness launches and disrupts the server; the SSE harness drives the same
 # server by URL. Prints one line per run and harness; summaries go to
 # bench/results/long-lived.json.
@@ -23,7 +24,13 @@ run_one() {  # name, duration, websocket harness options..., -- server options
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   "$HARNESS" --scenario sse --url "http://127.0.0.1:$port/sse?every=100" --clients "$sse_clients" \
     --duration "$duration" --json "$tmp/$name-sse.json" > "$tmp/$name-sse.txt" 2>&1 &
-  local sse=$!
+  local sse=$! requests=
+  if [ -n "${request_clients:-}" ]; then
+    # Plain requests beside the long-lived connections (keep-alive, 10 ms apart).
+    "$HARNESS" --scenario keepalive --url "http://127.0.0.1:$port/" --clients "$request_clients" \
+      --duration "$duration" --json "$tmp/$name-requests.json" > "$tmp/$name-requests.txt" 2>&1 &
+    requests=$!
+  fi
   local args=() server=()
   while [ $# -gt 0 ] && [ "$1" != -- ]; do args+=("$1"); shift; done
   [ $# -gt 0 ] && shift
@@ -34,7 +41,9 @@ run_one() {  # name, duration, websocket harness options..., -- server options
     "$SERVER_CLI" --port "$port" --no-access-log "${server[@]}" \
     > "$tmp/$name-websocket.txt" 2>&1 || true
   wait "$sse" || true
-  for kind in websocket sse; do
+  local kinds=(websocket sse)
+  if [ -n "$requests" ]; then wait "$requests" || true; kinds+=(requests); fi
+  for kind in "${kinds[@]}"; do
     printf '%-22s %-9s %s\n' "$name" "$kind" "$(tail -n 1 "$tmp/$name-$kind.txt")"
     grep -E '^(close|stream ended|connections opened|most worker)' "$tmp/$name-$kind.txt" \
       | sed 's/^/    /' || true
@@ -49,7 +58,9 @@ run hup 12 --signal HUP --signal-after 6 --expect-workers 2
 run hup-x5-1s-apart 9 --signal HUP --signal-after 4 --signal-every 1 --expect-workers 2
 run ttou 12 --signal TTOU --signal-after 6 --expect-workers 2 -- --workers 3
 run usr2 12 --signal USR2 --signal-after 6
-run max-requests 12 --signal none --expect-workers 2 -- --limit-max-requests 400
+# Each worker gets 600 connections at first; 4 keep-alive clients add ~400 requests/s, so
+# every worker is recycled every few seconds.
+request_clients=4 run max-requests 12 --signal none --expect-workers 2 -- --limit-max-requests 1500
 
 python3 - "$tmp" "$ROOT/bench/results/long-lived.json" <<'PY'
 import glob, json, os, sys

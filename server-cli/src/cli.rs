@@ -65,6 +65,14 @@ pub struct Cli {
     /// first).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit_max_requests: Option<u64>,
+    /// Replace a worker whose resident memory goes above this many MiB (sampled every
+    /// second; its replacement is ready first). Works for external workers too.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    pub limit_max_memory: Option<u64>,
+    /// Serve Prometheus metrics of the whole server at http://ADDR:PORT/metrics (off by
+    /// default), e.g. 127.0.0.1:9100.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_bind: Option<std::net::SocketAddr>,
     /// Add up to this many requests at random to each worker's quota.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub limit_max_requests_jitter: u64,
@@ -310,6 +318,8 @@ impl Cli {
         config.healthcheck_timeout = Duration::from_secs_f64(self.timeout_worker_healthcheck);
         config.max_requests = self.limit_max_requests;
         config.max_requests_jitter = self.limit_max_requests_jitter;
+        config.limit_max_memory = self.limit_max_memory.map(|mib| mib * 1024 * 1024);
+        config.metrics_bind = self.metrics_bind;
         config.max_surge = usize::from(self.max_surge);
         config.pid_file = self.pid.clone();
         config.listener_mode = if self.reuse_port {

@@ -24,6 +24,7 @@ pub fn demo_app(shutdown_delay: Duration, ws: WsOptions) -> App {
         .route("/block", get(block))
         .route("/panic", get(panic))
         .route("/big", get(big))
+        .route("/grow", get(grow))
         .route("/echo", post(echo))
         .route("/healthz", get(|| async { "ok" }))
         .route("/whoami", get(whoami))
@@ -92,6 +93,21 @@ struct BigQuery {
 /// A large body, for a client too slow to read it (or that never does).
 async fn big(Query(query): Query<BigQuery>) -> Vec<u8> {
     vec![b'x'; query.bytes.unwrap_or(1 << 20).min(1 << 30)]
+}
+
+/// Query of `/grow`.
+#[derive(Debug, Deserialize)]
+struct GrowQuery {
+    /// MiB to leak (at most 1024 per request).
+    mib: Option<usize>,
+}
+
+/// Leaks memory on purpose (touched, so it is resident): a worker that grows until
+/// `--limit-max-memory` replaces it.
+async fn grow(Query(query): Query<GrowQuery>) -> Json<Value> {
+    let mib = query.mib.unwrap_or(10).min(1024);
+    let leaked: &'static mut [u8] = Box::leak(vec![1u8; mib * 1024 * 1024].into_boxed_slice());
+    Json(json!({"leaked_mib": mib, "first_byte": leaked.first().copied()}))
 }
 
 /// A handler bug: the request gets 500 and the worker serves on.

@@ -73,7 +73,13 @@ async fn echo_until_drained(mut socket: WebSocket, options: WsOptions) {
                 Some(Ok(Message::Pong(_))) => awaiting_pong = None,
                 Some(Err(e)) if is_too_large(&e) => {
                     let frame = CloseFrame { code: 1009, reason: "message too large".into() };
-                    let _ = socket.send(Message::Close(Some(frame))).await;
+                    if socket.send(Message::Close(Some(frame))).await.is_ok() {
+                        // Read on (the rest of the message, then the client's close), so
+                        // that the connection ends with a FIN: closing a socket that has
+                        // unread bytes sends a reset, which can destroy the close frame
+                        // before the client reads it.
+                        wait_for_client_close(&mut socket).await;
+                    }
                     return;
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
@@ -125,10 +131,19 @@ async fn close(mut socket: WebSocket, reason: DrainReason) {
     if socket.send(Message::Close(Some(frame))).await.is_err() {
         return;
     }
+    wait_for_client_close(&mut socket).await;
+}
+
+/// After our close frame: reads (and drops) what the client still sends until its close
+/// frame or the end of the connection, at most [`WS_CLOSE_TIMEOUT`].
+async fn wait_for_client_close(socket: &mut WebSocket) {
     let closed = async {
-        while let Some(Ok(message)) = socket.recv().await {
-            if matches!(message, Message::Close(_)) {
-                break;
+        // Bounded in count too: a read error that repeats cannot spin for long.
+        for _ in 0..10_000 {
+            match socket.recv().await {
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(e)) if !is_too_large(&e) => break,
+                Some(_) => {}
             }
         }
     };

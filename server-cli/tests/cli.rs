@@ -468,3 +468,52 @@ fn an_address_not_on_this_machine_fails_at_once_with_the_cause() {
         .stderr(predicates::str::contains("cannot listen on 192.0.2.1:8000"));
     assert!(started.elapsed() < Duration::from_secs(1));
 }
+
+#[test]
+fn a_bad_metrics_address_or_memory_limit_is_refused_at_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port().to_string();
+    for (args, message) in [
+        (
+            vec!["--port", "0", "--metrics-bind", &format!("127.0.0.1:{taken_port}")],
+            "the address is in use",
+        ),
+        (
+            vec!["--port", "0", "--metrics-bind", "192.0.2.1:9100"],
+            "not an address of this machine",
+        ),
+        (
+            vec!["--port", &taken_port, "--metrics-bind", &format!("127.0.0.1:{taken_port}")],
+            "already in use",
+        ),
+    ] {
+        let started = Instant::now();
+        cli()
+            .args(&args)
+            .timeout(Duration::from_secs(10))
+            .assert()
+            .code(1)
+            .stderr(predicates::str::contains(message));
+        assert!(started.elapsed() < Duration::from_secs(2), "{args:?}");
+    }
+    drop(taken);
+    // The server's own port, free until the server binds it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    cli()
+        .args(["--port", &port, "--metrics-bind", &format!("127.0.0.1:{port}")])
+        .timeout(Duration::from_secs(10))
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("cannot serve metrics on"));
+    cli()
+        .args(["--limit-max-memory", "0"])
+        .timeout(Duration::from_secs(10))
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--limit-max-memory"));
+}

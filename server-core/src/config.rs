@@ -101,6 +101,12 @@ pub struct ServerConfig {
     pub max_requests_jitter: u64,
     /// Serve HTTPS with this certificate pair (in-process workers only).
     pub tls: Option<crate::tls::TlsSettings>,
+    /// Where to serve Prometheus metrics of the whole server (`GET /metrics`); off when
+    /// `None`. Served by a small child of the parent from memory the workers share.
+    pub metrics_bind: Option<std::net::SocketAddr>,
+    /// Resident memory (bytes) above which a worker is replaced like a request quota
+    /// (replacement first, then the old one drains); sampled every second by the parent.
+    pub limit_max_memory: Option<u64>,
 }
 
 /// The address a server listens on.
@@ -167,6 +173,8 @@ impl ServerConfig {
             max_requests: None,
             max_requests_jitter: 0,
             tls: None,
+            metrics_bind: None,
+            limit_max_memory: None,
             readiness_path: Some("/healthz".into()),
             shutdown_delay: Duration::ZERO,
             pid_file: None,

@@ -107,6 +107,15 @@ pub enum Error {
         /// Threads of this process.
         threads: usize,
     },
+    /// The metrics address cannot be served: in use, not an address of this machine, or
+    /// the server's own.
+    #[error("cannot serve metrics on {addr}: {reason}")]
+    MetricsBind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why, in words.
+        reason: String,
+    },
     /// A system call the supervisor relies on failed.
     #[error("{what}")]
     Sys {

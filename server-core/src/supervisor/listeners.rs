@@ -154,6 +154,22 @@ impl Listeners {
         }
     }
 
+    /// Every listening descriptor the parent holds (a process that must not keep the port
+    /// open closes them).
+    pub(crate) fn raw_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match self {
+            Listeners::Shared(listener) => listener.iter().map(AsRawFd::as_raw_fd).collect(),
+            Listeners::PerWorker {
+                spare, by_worker, ..
+            } => spare
+                .iter()
+                .chain(by_worker.values())
+                .map(AsRawFd::as_raw_fd)
+                .collect(),
+        }
+    }
+
     /// Connections waiting in every accept queue the parent can see.
     pub(crate) fn queued(&self) -> u32 {
         let count = |l: &Listener| match l {

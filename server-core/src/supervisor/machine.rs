@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 
 use crate::command::Command;
 use crate::draining::DrainReason;
+use crate::restart_reason::RestartReason;
 use crate::ShutdownOutcome;
 
 /// How long the accept queue must read empty before the workers are told to stop: a
@@ -90,6 +91,13 @@ pub(crate) enum Event {
     WorkerHeartbeat(Pid),
     /// A worker has served its request quota and asks to be replaced.
     WorkerQuotaReached(Pid),
+    /// A worker's resident memory is above `--limit-max-memory` (sampled every second).
+    WorkerOverMemory {
+        /// Which one.
+        pid: Pid,
+        /// Its resident memory, in bytes.
+        rss_bytes: u64,
+    },
     /// A worker was reaped.
     WorkerExited {
         /// Which one.
@@ -266,6 +274,8 @@ pub(crate) struct Supervisor {
     unclean_stop: bool,
     /// Workers kept dying before they were ready: the server gave up.
     gave_up: bool,
+    /// Workers replaced or removed so far, by [`RestartReason::index`] (for the metrics).
+    restarts: [u64; RestartReason::ALL.len()],
 }
 
 impl Supervisor {
@@ -283,7 +293,22 @@ impl Supervisor {
             announced_ready: false,
             unclean_stop: false,
             gave_up: false,
+            restarts: [0; RestartReason::ALL.len()],
         }
+    }
+
+    /// Workers replaced or removed so far, by [`RestartReason::index`].
+    pub(crate) fn restarts(&self) -> [u64; RestartReason::ALL.len()] {
+        self.restarts
+    }
+
+    /// Workers the server keeps.
+    pub(crate) fn desired_workers(&self) -> usize {
+        self.settings.workers
+    }
+
+    fn count_restart(&mut self, reason: RestartReason) {
+        self.restarts[reason.index()] += 1;
     }
 
     /// Actions that bring the worker count up to the desired one at startup.
@@ -379,6 +404,23 @@ impl Supervisor {
                             heard,
                             reason: DrainReason::Recycle,
                         };
+                        self.count_restart(RestartReason::Quota);
+                    }
+                }
+                Vec::new()
+            }
+            Event::WorkerOverMemory { pid, rss_bytes } => {
+                if let Some(state) = self.workers.get_mut(&pid) {
+                    if let WorkerState::Ready { heard } = *state {
+                        tracing::warn!(
+                            "worker {pid} uses {} MiB, above --limit-max-memory; replacing it (reason: memory)",
+                            rss_bytes / (1024 * 1024)
+                        );
+                        *state = WorkerState::Retiring {
+                            heard,
+                            reason: DrainReason::Recycle,
+                        };
+                        self.count_restart(RestartReason::Memory);
                     }
                 }
                 Vec::new()
@@ -445,7 +487,7 @@ impl Supervisor {
     }
 
     fn begin_rolling_restart(&mut self) -> Vec<Action> {
-        let mut retiring = 0;
+        let mut retiring: u64 = 0;
         for state in self.workers.values_mut() {
             if let WorkerState::Ready { heard } = *state {
                 *state = WorkerState::Retiring {
@@ -455,6 +497,7 @@ impl Supervisor {
                 retiring += 1;
             }
         }
+        self.restarts[RestartReason::Reload.index()] += retiring;
         tracing::info!(
             "rolling restart of {retiring} workers, {} at a time",
             self.settings.max_surge
@@ -557,6 +600,9 @@ impl Supervisor {
             .map(|(&pid, _)| pid);
         // A worker leaving a shared listener loses nothing: the socket and its queue stay
         // with the others. It only drains its own connections.
+        if victim.is_some() {
+            self.count_restart(RestartReason::ScaleDown);
+        }
         victim
             .map(|pid| {
                 let kill_at = now + self.settings.graceful_timeout;
@@ -583,6 +629,7 @@ impl Supervisor {
             }
             WorkerState::Ready { .. } | WorkerState::Retiring { .. } => {
                 tracing::error!("worker {pid} exited unexpectedly ({exit:?}); replacing it");
+                self.count_restart(RestartReason::Crash);
             }
         }
         Vec::new()
@@ -671,6 +718,12 @@ impl Supervisor {
         tracing::info!("binary upgrade: the new generation is ready; stopping this one");
         self.upgrade = Upgrade::Idle;
         let deadline = now + self.settings.graceful_timeout;
+        let leaving = self
+            .workers
+            .values()
+            .filter(|s| !matches!(s, WorkerState::Stopping { .. } | WorkerState::Killed))
+            .count() as u64;
+        self.restarts[RestartReason::Upgrade.index()] += leaving;
         let mut actions = self.stop_all_workers(deadline, now, DrainReason::Restart);
         actions.push(Action::CloseListener);
         actions
@@ -721,6 +774,7 @@ impl Supervisor {
                     tracing::error!(
                         "worker {pid} sent no heartbeat for {health:?} (hung); replacing it"
                     );
+                    self.count_restart(RestartReason::Hung);
                     let kill_at = now + self.settings.graceful_timeout;
                     actions.push(self.stop_worker(pid, kill_at, now, DrainReason::Recycle));
                 }

@@ -6,10 +6,12 @@
 //! could not start) goes back into the machine as events too. There is no async runtime
 //! here: fork() is only sound from a single-threaded process.
 
-mod child;
+pub(crate) mod child;
 pub(crate) mod external;
 mod listeners;
 pub(crate) mod machine;
+mod observer;
+mod process_usage;
 mod readiness;
 pub(crate) mod spawn;
 mod upgrade;
@@ -39,6 +41,7 @@ use crate::ShutdownOutcome;
 use external::{spawn_command, PreparedCommand};
 use listeners::Listeners;
 use machine::{Action, DrainMode, Event, Settings, Status, Supervisor, WorkerExit, WorkerProtocol};
+use observer::Observer;
 use spawn::spawn_worker;
 use upgrade::{NewParent, Relaunch};
 
@@ -80,6 +83,18 @@ struct Parent<'a> {
     /// the supervisor's loop, so it proves that the loop itself is alive.
     watchdog: Option<(std::time::Duration, Instant)>,
     workers: Workers<'a>,
+    /// Metrics and the memory limit: what the parent samples and publishes.
+    observer: Observer,
+    /// The process serving `/metrics`, when `--metrics-bind` is on.
+    metrics: Option<MetricsProcess>,
+}
+
+/// The metrics process and its socket (kept by the parent to start it again if it dies).
+struct MetricsProcess {
+    listener: std::net::TcpListener,
+    pid: Option<Pid>,
+    /// No new start before this (a process that keeps dying is not forked in a loop).
+    restart_not_before: Instant,
 }
 
 /// Binds (or adopts) the listener, starts the workers and supervises them until they are
@@ -115,6 +130,22 @@ pub(crate) fn run(
         Workers::InProcess(_) => WorkerProtocol::Native,
         Workers::Command(_) => WorkerProtocol::External,
     };
+    let metrics = match config.metrics_bind {
+        Some(addr) => {
+            let listener = crate::metrics::serve::bind(addr)?;
+            crate::metrics::Region::install()?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            tracing::info!("Metrics on http://{bound}/metrics");
+            Some(MetricsProcess {
+                listener,
+                pid: None,
+                restart_not_before: Instant::now(),
+            })
+        }
+        None => None,
+    };
+    let observer = Observer::new(crate::metrics::Region::get(), config.limit_max_memory);
+    observer.set_queue_capacity(config.backlog);
     let mut parent = Parent {
         listeners,
         program,
@@ -128,7 +159,10 @@ pub(crate) fn run(
         systemd: SystemdNotifier::from_env(),
         watchdog: crate::notify::watchdog_interval().map(|every| (every, Instant::now())),
         workers,
+        observer,
+        metrics,
     };
+    parent.start_metrics_process();
     let mut supervisor = Supervisor::new(Settings {
         workers: config.workers,
         drain,
@@ -146,7 +180,9 @@ pub(crate) fn run(
         // the supervisor always decides on the state the previous actions produced; what
         // the actions lead to (a fork done or failed) is handled right after them.
         while let Some(event) = events.pop_front() {
+            parent.observer.note(&event);
             let actions = supervisor.handle(event, Instant::now());
+            parent.observer.publish(&supervisor);
             if let Some(outcome) = exit_outcome(&actions) {
                 parent.execute(actions);
                 tracing::info!("Stopping parent process [{}]", std::process::id());
@@ -199,6 +235,9 @@ impl Drop for UnixSocketFile {
     }
 }
 
+/// Delay before the metrics process is started again after it died or could not start.
+const METRICS_RESTART_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What woke the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -229,6 +268,14 @@ impl Parent<'_> {
             }
         }
         events.extend(self.reap());
+        self.start_metrics_process();
+        let workers: Vec<Pid> = self
+            .channels
+            .keys()
+            .chain(self.external_pids.iter())
+            .copied()
+            .collect();
+        events.extend(self.observer.sample(&self.listeners, &workers));
         events.extend(self.probe_external_readiness(supervisor));
         if supervisor.wants_queue_length() {
             events.push(Event::QueueLength(self.listeners.queued()));
@@ -242,10 +289,20 @@ impl Parent<'_> {
     fn poll(&self, supervisor: &Supervisor) -> Result<Vec<Source>> {
         let now = Instant::now();
         let watchdog_due = self.watchdog.map(|(_, due)| due);
-        let wakeup = match (supervisor.next_wakeup(now), watchdog_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let metrics_restart = self
+            .metrics
+            .as_ref()
+            .filter(|m| m.pid.is_none())
+            .map(|m| m.restart_not_before);
+        let wakeup = [
+            supervisor.next_wakeup(now),
+            watchdog_due,
+            self.observer.next_wakeup(),
+            metrics_restart,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let timeout = match wakeup {
             None => PollTimeout::NONE,
             Some(at) => {
@@ -309,12 +366,19 @@ impl Parent<'_> {
         };
         let mut events = Vec::new();
         for (pid, exit) in reap_children(stop_signal) {
+            if let Some(metrics) = self.metrics.as_mut().filter(|m| m.pid == Some(pid)) {
+                tracing::warn!("the metrics process {pid} exited; starting another");
+                metrics.pid = None;
+                metrics.restart_not_before = Instant::now() + METRICS_RESTART_DELAY;
+                continue;
+            }
             let was_worker =
                 self.channels.remove(&pid).is_some() || self.external_pids.remove(&pid);
             self.listeners.worker_leaving(pid);
             if !was_worker {
                 continue;
             }
+            self.observer.reaped(pid);
             if exit == WorkerExit::Failed {
                 tracing::warn!("worker {pid} failed");
             }
@@ -460,6 +524,7 @@ impl Parent<'_> {
     /// with SIGKILL). A worker that is already gone is reaped by the loop.
     fn stop_worker(&mut self, pid: Pid, within: std::time::Duration, reason: DrainReason) {
         self.listeners.worker_leaving(pid);
+        self.observer.stopping(pid);
         if let Some(channel) = self.channels.get_mut(&pid) {
             // Five bytes into an idle socket buffer never block.
             let _ = channel
@@ -482,6 +547,7 @@ impl Parent<'_> {
         fds.extend(self.new_parent.as_ref().map(|p| p.ready.as_raw_fd()));
         fds.extend(self.upgrade_notifier.as_ref().map(AsRawFd::as_raw_fd));
         fds.extend(self.systemd.as_ref().map(SystemdNotifier::as_raw_fd));
+        fds.extend(self.metrics.as_ref().map(|m| m.listener.as_raw_fd()));
         if let Listeners::PerWorker { by_worker, .. } = &self.listeners {
             // The other workers' sockets: each worker keeps only its own.
             fds.extend(by_worker.values().map(AsRawFd::as_raw_fd));
@@ -493,11 +559,12 @@ impl Parent<'_> {
     /// machine, which retries with backoff: the server serves on with the workers it has.
     fn spawn(&mut self) -> Event {
         let parent_only = self.parent_only_fds();
+        let slot = self.observer.next_slot();
         let workers = &mut self.workers;
         let spawned = self.listeners.spawn_with(|listener| match workers {
             Workers::Command(command) => Ok((spawn_command(listener, command)?, None)),
             Workers::InProcess(body) => {
-                let (pid, stream) = spawn_worker(listener, &parent_only, &mut **body)?;
+                let (pid, stream) = spawn_worker(listener, &parent_only, slot, &mut **body)?;
                 Ok((pid, Some(stream)))
             }
         });
@@ -508,16 +575,42 @@ impl Parent<'_> {
                     closed: false,
                 };
                 self.channels.insert(pid, channel);
+                self.observer.spawned(pid, slot);
                 Event::Spawned(pid)
             }
             Ok(Some((pid, None))) => {
                 self.external_pids.insert(pid);
+                self.observer.spawned(pid, slot);
                 Event::Spawned(pid)
             }
             Ok(None) => Event::SpawnFailed,
             Err(e) => {
                 tracing::error!("cannot start a worker: {}", error_chain(&e));
                 Event::SpawnFailed
+            }
+        }
+    }
+
+    /// Starts the metrics process if it is not running (and not restarted too soon).
+    fn start_metrics_process(&mut self) {
+        let Some(metrics) = &self.metrics else { return };
+        if metrics.pid.is_some() || Instant::now() < metrics.restart_not_before {
+            return;
+        }
+        let own = metrics.listener.as_raw_fd();
+        let mut close: Vec<i32> = self
+            .parent_only_fds()
+            .into_iter()
+            .filter(|&fd| fd != own)
+            .collect();
+        close.extend(self.listeners.raw_fds());
+        let spawned = crate::metrics::serve::spawn_metrics_process(&metrics.listener, &close);
+        let Some(metrics) = self.metrics.as_mut() else { return };
+        match spawned {
+            Ok(pid) => metrics.pid = Some(pid),
+            Err(e) => {
+                tracing::error!("cannot start the metrics process: {}", error_chain(&e));
+                metrics.restart_not_before = Instant::now() + METRICS_RESTART_DELAY;
             }
         }
     }

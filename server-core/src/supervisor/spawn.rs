@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::listener::Listener;
 use crate::worker::{WorkerBody, WorkerStart};
 
-/// Forks one worker.
+/// Forks one worker; its requests are counted in `metrics_slot` of the shared metrics.
 ///
 /// `parent_only_fds` are descriptors the worker must not keep (signal pipe, the other
 /// workers' channels, the eBPF program): a fork copies every descriptor, close-on-exec or
@@ -20,6 +20,7 @@ use crate::worker::{WorkerBody, WorkerStart};
 pub(crate) fn spawn_worker(
     listener: &Listener,
     parent_only_fds: &[RawFd],
+    metrics_slot: Option<usize>,
     body: &mut WorkerBody<'_>,
 ) -> Result<(Pid, UnixStream)> {
     let (parent_end, worker_end) = socketpair(
@@ -45,6 +46,9 @@ pub(crate) fn spawn_worker(
                 drop(unsafe { OwnedFd::from_raw_fd(fd) });
             }
             drop(parent_end);
+            if let Some(slot) = metrics_slot {
+                crate::metrics::become_worker(slot);
+            }
             // SAFETY: the child owns its copy of the listening descriptor from now on; the
             // parent's listener value is never dropped in this process.
             let listener = unsafe { listener.same_kind_from_raw(listener.as_raw_fd()) };

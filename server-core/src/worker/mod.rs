@@ -2,6 +2,7 @@
 
 mod activity;
 mod connection;
+mod linger;
 mod listener;
 mod reporter;
 mod service;
@@ -35,7 +36,7 @@ use service::WorkerService;
 use stop::{wait_for_stop, StopRequest};
 use tls::WorkerTls;
 
-use crate::tls::{ClientCertificate, PairWatch};
+use crate::tls::PairWatch;
 
 /// Pause after an accept error such as EMFILE, so that a worker out of descriptors retries
 /// instead of spinning.
@@ -296,7 +297,7 @@ impl Acceptor<'_> {
 
     fn serve<I>(&self, stream: I, peer: String)
     where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        I: AsyncRead + AsyncWrite + linger::Linger + Unpin + Send + 'static,
     {
         let over_limit = self
             .limit_concurrency
@@ -312,14 +313,16 @@ impl Acceptor<'_> {
             // The tracker counts the connection itself, not its task: after an upgrade
             // the app holds it, and the drain still waits for it.
             (None, false) => {
-                let stream = tracked::Tracked::new(stream, self.connections.token());
-                let service = self.service(peer, None);
+                let activity = Arc::new(activity::Activity::opened());
+                let stream = tracked::Tracked::new(stream, self.connections.token(), activity.clone());
+                let service = self.service(peer, activity);
                 tokio::spawn(serve_connection(stream, service, context));
             }
             (Some(tls), false) => {
-                let stream = tracked::Tracked::new(stream, self.connections.token());
+                let activity = Arc::new(activity::Activity::opened());
+                let stream = tracked::Tracked::new(stream, self.connections.token(), activity.clone());
                 let tls = tls.clone();
-                let service = self.service(peer, None);
+                let service = self.service(peer, activity);
                 tokio::spawn(async move {
                     if let Some((stream, client)) = tls.handshake(stream, &context).await {
                         let service = service.with_client_certificate(client);
@@ -331,19 +334,19 @@ impl Acceptor<'_> {
     }
 
     /// The request wrapper of a new connection from `peer`.
-    fn service(&self, peer: String, client: Option<ClientCertificate>) -> WorkerService {
+    fn service(&self, peer: String, activity: Arc<activity::Activity>) -> WorkerService {
         WorkerService {
             router: self.app.router.clone(),
             draining: self.context.draining.clone(),
             peer: Arc::from(peer),
             access_log: self.access_log,
-            activity: Arc::new(activity::Activity::new()),
+            activity,
             quota: self.quota.clone(),
             readiness: self
                 .readiness_path
                 .clone()
                 .map(|path| (path, self.context.unready.clone())),
-            client_certificate: client,
+            client_certificate: None,
         }
     }
 }

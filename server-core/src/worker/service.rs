@@ -19,6 +19,7 @@ use tower_service::Service;
 
 use super::activity::Activity;
 use super::reporter::RequestQuota;
+use crate::metrics::record;
 use crate::tls::ClientCertificate;
 
 /// Serves one connection's requests with the application.
@@ -62,6 +63,9 @@ pin_project_lite::pin_project! {
         draining: CancellationToken,
         activity: Arc<Activity>,
         access: Option<(Arc<str>, Method, Uri)>,
+        // For the metrics: the method's counter and when the request arrived.
+        method: u8,
+        started: Option<std::time::Instant>,
         // Set when the response (and with it the in-flight count) went to the body.
         answered: bool,
     }
@@ -128,6 +132,8 @@ impl hyper::service::Service<Request<Incoming>> for WorkerService {
             request.extensions_mut().insert(client.clone());
         }
         let version = request.version();
+        let started = record::request_clock();
+        let method = record::method_index(request.method());
         self.activity.request_started(version == Version::HTTP_2);
         if let Some(quota) = &self.quota {
             quota.count();
@@ -158,6 +164,8 @@ impl hyper::service::Service<Request<Incoming>> for WorkerService {
             draining: self.draining.clone(),
             activity: Arc::clone(&self.activity),
             access,
+            method,
+            started,
             answered: false,
         }
     }
@@ -203,6 +211,10 @@ impl Future for ResponseFuture {
             response
                 .headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        record::request_answered(*this.method, response.status().as_u16(), *this.started);
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            this.activity.upgraded();
         }
         if let Some((peer, method, uri)) = this.access.take() {
             let status = response.status();
