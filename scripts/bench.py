@@ -189,6 +189,83 @@ def throughput(contenders, secs, connections):
     return results
 
 
+def metrics_cost(secs, rounds, count_instructions):
+    """Throughput with --metrics-bind on and off, each next to plain axum in the same
+    round (alternating, `rounds` times), and instructions per request with valgrind."""
+    runs = {"off": [], "on": [], "axum": []}
+    for _ in range(rounds):
+        for name in ("axum", "off", "on"):
+            port = free_port()
+            if name == "axum":
+                argv = contender_command("axum-baseline", port)
+            else:
+                argv = contender_command("server-cli", port)
+                if name == "on":
+                    argv += ["--metrics-bind", f"127.0.0.1:{free_port()}"]
+            server = Server(argv, port)
+            try:
+                result, _ = wrk(port, secs, 64, False)
+            finally:
+                server.kill()
+            runs[name].append(result["requests_per_sec"])
+    median = {k: statistics.median(v) for k, v in runs.items()}
+    result = {"keepalive_rps": {k: round(v) for k, v in median.items()},
+              "ratio_to_axum_off": round(median["off"] / median["axum"], 3),
+              "ratio_to_axum_on": round(median["on"] / median["axum"], 3),
+              "rounds": rounds,
+              "instructions_per_request": instructions_per_request() if count_instructions else None}
+    result["on_vs_off"] = round(result["ratio_to_axum_on"] / result["ratio_to_axum_off"], 3)
+    print(f"  keep-alive req/s (median of {rounds}): axum {result['keepalive_rps']['axum']}, metrics off "
+          f"{result['keepalive_rps']['off']} ({result['ratio_to_axum_off']}x axum), on "
+          f"{result['keepalive_rps']['on']} ({result['ratio_to_axum_on']}x axum): on/off {result['on_vs_off']}",
+          flush=True)
+    print(f"  instructions per request (one worker, valgrind): {result['instructions_per_request']}", flush=True)
+    return result
+
+
+def instructions_per_request():
+    """Instructions a worker executes per keep-alive request, metrics off and on: the
+    worker's total under callgrind after N and 2N requests, differenced (start-up and
+    shutdown cancel out)."""
+    if not shutil.which("valgrind"):
+        return None
+    out = {}
+    for mode in ("off", "on"):
+        totals = []
+        for n in (2000, 4000):
+            with tempfile.TemporaryDirectory() as tmp:
+                port = free_port()
+                argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.%p",
+                        SERVER_CLI, "--workers", "1", "--port", str(port), "--no-access-log"]
+                if mode == "on":
+                    argv += ["--metrics-bind", f"127.0.0.1:{free_port()}"]
+                server = Server(argv, port)
+                try:
+                    with socket.create_connection(("127.0.0.1", port)) as s:
+                        for _ in range(n):
+                            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                            got = b""
+                            while not got.endswith(b"World\"}"):
+                                got += s.recv(4096)
+                    workers = server.children()
+                    server.stop(timeout=60)
+                finally:
+                    server.kill()
+                worker_totals = []
+                for pid in workers:
+                    path = os.path.join(tmp, f"cg.{pid}")
+                    if os.path.exists(path):
+                        text = open(path).read()
+                        m = re.search(r"^summary:\s+(\d+)", text, re.M) or re.search(r"^totals:\s+(\d+)", text, re.M)
+                        if m:
+                            worker_totals.append(int(m.group(1)))
+                totals.append(max(worker_totals) if worker_totals else None)
+        if None in totals:
+            return None
+        out[mode] = round((totals[1] - totals[0]) / 2000)
+    return out
+
+
 def shutdown_latency(worker_counts, runs):
     out = {}
     for workers in worker_counts:
@@ -544,6 +621,8 @@ def main():
         ("idle_keepalive_shutdown", "idle keep-alive connections during a shutdown",
          lambda: idle_connections_at_shutdown(100 if smoke else 1000)),
         ("harness_vs_wrk", "the harness's speed next to wrk's", lambda: harness_vs_wrk(2 if smoke else 10)),
+        ("metrics_cost", "the cost of --metrics-bind (wrk -t2 -c64, alternating runs)",
+         lambda: metrics_cost(1 if smoke else 10, 1 if smoke else 3, not smoke)),
         ("websocket_memory", "idle WebSockets on 2 workers",
          lambda: websocket_memory(["server-cli", "axum-baseline"] + ([] if args.no_peers or smoke else ["uvicorn"]),
                                   200 if smoke else 10000)),

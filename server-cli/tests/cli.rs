@@ -475,7 +475,12 @@ fn a_bad_metrics_address_or_memory_limit_is_refused_at_once() {
     let taken_port = taken.local_addr().unwrap().port().to_string();
     for (args, message) in [
         (
-            vec!["--port", "0", "--metrics-bind", &format!("127.0.0.1:{taken_port}")],
+            vec![
+                "--port",
+                "0",
+                "--metrics-bind",
+                &format!("127.0.0.1:{taken_port}"),
+            ],
             "the address is in use",
         ),
         (
@@ -483,7 +488,12 @@ fn a_bad_metrics_address_or_memory_limit_is_refused_at_once() {
             "not an address of this machine",
         ),
         (
-            vec!["--port", &taken_port, "--metrics-bind", &format!("127.0.0.1:{taken_port}")],
+            vec![
+                "--port",
+                &taken_port,
+                "--metrics-bind",
+                &format!("127.0.0.1:{taken_port}"),
+            ],
             "already in use",
         ),
     ] {
@@ -505,7 +515,12 @@ fn a_bad_metrics_address_or_memory_limit_is_refused_at_once() {
         .port()
         .to_string();
     cli()
-        .args(["--port", &port, "--metrics-bind", &format!("127.0.0.1:{port}")])
+        .args([
+            "--port",
+            &port,
+            "--metrics-bind",
+            &format!("127.0.0.1:{port}"),
+        ])
         .timeout(Duration::from_secs(10))
         .assert()
         .code(1)

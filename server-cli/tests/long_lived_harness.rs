@@ -139,13 +139,19 @@ fn scale_down_hand_over_and_request_quotas_drop_no_websocket() {
         let s = &report.summary;
         assert!(report.passed(), "{}: {:?}", s.signal, s.failures);
         let restarts = count(s, Outcome::ClosedCleanly(1012));
-        assert!(restarts > 0, "{}: {:?}", s.signal, closes(s));
-        assert_eq!(
-            closes(s),
-            vec![("close 1012".to_string(), restarts)],
-            "{}",
-            s.signal
+        // The worker TTOU retires may hold none of the WebSockets (connections are not
+        // spread evenly over the workers): then nothing is closed at all.
+        assert!(
+            restarts > 0 || s.signal == "SIGTTOU",
+            "{}: {:?}",
+            s.signal,
+            closes(s)
         );
+        let expected = match restarts {
+            0 => vec![],
+            n => vec![("close 1012".to_string(), n)],
+        };
+        assert_eq!(closes(s), expected, "{}", s.signal);
     }
 }
 

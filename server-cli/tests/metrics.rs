@@ -114,7 +114,10 @@ fn the_accept_queue_gauge_rises_when_the_workers_cannot_accept_and_returns_to_0(
     let text = scrape_until(metrics, "a queue", |t| {
         value(t, "server_accept_queue_length_max") >= 20.0
     });
-    assert!(value(&text, "server_accept_queue_length ") >= 1.0 || value(&text, "server_accept_queue_length_max") >= 20.0);
+    assert!(
+        value(&text, "server_accept_queue_length ") >= 1.0
+            || value(&text, "server_accept_queue_length_max") >= 20.0
+    );
     assert_eq!(blocker.join().unwrap().unwrap().status, 200);
     drop(waiting);
     scrape_until(metrics, "an empty queue again", |t| {
@@ -136,8 +139,15 @@ fn restart_counters_follow_hup_ttou_a_killed_worker_and_a_quota() {
     ]);
     let metrics = metrics_addr(&mut server);
     let restarts = |t: &str, reason: &str| {
-        value(t, &format!("server_worker_restarts_total{{reason=\"{reason}\"}}"))
+        value(
+            t,
+            &format!("server_worker_restarts_total{{reason=\"{reason}\"}}"),
+        )
     };
+    // A HUP restarts the workers that are ready (a starting one runs the new code anyway).
+    scrape_until(metrics, "2 ready", |t| {
+        value(t, "server_workers{state=\"ready\"}") == 2.0
+    });
     server.signal(Signal::SIGHUP);
     scrape_until(metrics, "reload 2", |t| {
         restarts(t, "reload") == 2.0 && value(t, "server_workers{state=\"ready\"}") == 2.0
@@ -196,12 +206,19 @@ fn scrapes_are_answered_through_a_rolling_restart_and_until_the_server_exits() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(during_stop > 10, "{during_stop} scrapes answered during the stop");
+    assert!(
+        during_stop > 10,
+        "{during_stop} scrapes answered during the stop"
+    );
 }
 
 /// Runs one leaking client (10 MiB a request, 10 requests/s) for `secs`, scraping every
 /// 100 ms; returns the harness report, the most RSS any worker had, and the last scrape.
-fn leak_under_limit(server: &mut RunningServer, path: &str, secs: f64) -> (bool, String, f64, String) {
+fn leak_under_limit(
+    server: &mut RunningServer,
+    path: &str,
+    secs: f64,
+) -> (bool, String, f64, String) {
     let metrics = metrics_addr(server);
     let addr = server.addr;
     let path = path.to_string();
@@ -215,7 +232,10 @@ fn leak_under_limit(server: &mut RunningServer, path: &str, secs: f64) -> (bool,
     let mut text = String::new();
     while !harness.is_finished() {
         text = scrape(metrics);
-        for line in text.lines().filter(|l| l.starts_with("server_worker_resident_memory_bytes{")) {
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("server_worker_resident_memory_bytes{"))
+        {
             most_rss = most_rss.max(line.rsplit(' ').next().unwrap().parse().unwrap());
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -239,13 +259,19 @@ fn a_leaking_worker_is_replaced_before_it_grows_far_past_the_memory_limit() {
     assert!(passed, "{report}");
     let mib = most_rss / (1024.0 * 1024.0);
     assert!(mib < 150.0, "a worker reached {mib:.0} MiB");
-    assert!(value(&text, "server_worker_restarts_total{reason=\"memory\"}") >= 2.0, "{text}");
+    assert!(
+        value(&text, "server_worker_restarts_total{reason=\"memory\"}") >= 2.0,
+        "{text}"
+    );
     server.wait_for_line("above --limit-max-memory; replacing it (reason: memory)");
 }
 
 #[test]
 fn a_leaking_external_worker_is_replaced_too() {
-    let fixture = format!("{}/tests/fixtures/fd3_server.py", env!("CARGO_MANIFEST_DIR"));
+    let fixture = format!(
+        "{}/tests/fixtures/fd3_server.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let mut command = std::process::Command::new(common::server_cli());
     command
         .args(["--port", "0", "--workers", "2", "--limit-max-memory", "100"])
@@ -255,5 +281,8 @@ fn a_leaking_external_worker_is_replaced_too() {
     let (passed, report, most_rss, text) = leak_under_limit(&mut server, "/", 6.0);
     assert!(passed, "{report}");
     assert!(most_rss / (1024.0 * 1024.0) < 150.0, "{most_rss}");
-    assert!(value(&text, "server_worker_restarts_total{reason=\"memory\"}") >= 2.0, "{text}");
+    assert!(
+        value(&text, "server_worker_restarts_total{reason=\"memory\"}") >= 2.0,
+        "{text}"
+    );
 }

@@ -110,80 +110,219 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 /// The exposition text (format 0.0.4).
 pub(crate) fn render(s: &Snapshot) -> String {
     let mut out = String::with_capacity(4096);
-    header(&mut out, "server_build_info", "gauge", "Version of server-core.");
+    header(
+        &mut out,
+        "server_build_info",
+        "gauge",
+        "Version of server-core.",
+    );
     let _ = writeln!(
         out,
         "server_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
 
-    header(&mut out, "server_http_requests_total", "counter", "Requests answered, by method and status class, all workers.");
+    header(
+        &mut out,
+        "server_http_requests_total",
+        "counter",
+        "Requests answered, by method and status class, all workers.",
+    );
     for (m, name) in METHOD_NAMES.iter().enumerate() {
         for c in 0..STATUS_CLASSES {
             let n: u64 = s.slots.iter().map(|w| w.requests[m][c]).sum();
             if n > 0 {
-                let _ = writeln!(out, "server_http_requests_total{{method=\"{name}\",status=\"{}xx\"}} {n}", c + 1);
+                let _ = writeln!(
+                    out,
+                    "server_http_requests_total{{method=\"{name}\",status=\"{}xx\"}} {n}",
+                    c + 1
+                );
             }
         }
     }
-    header(&mut out, "server_worker_http_requests_total", "counter", "Requests answered by each worker slot.");
+    header(
+        &mut out,
+        "server_worker_http_requests_total",
+        "counter",
+        "Requests answered by each worker slot.",
+    );
     for w in &s.slots {
         let n: u64 = w.requests.iter().flatten().sum();
-        let _ = writeln!(out, "server_worker_http_requests_total{{worker=\"{}\"}} {n}", w.index);
+        let _ = writeln!(
+            out,
+            "server_worker_http_requests_total{{worker=\"{}\"}} {n}",
+            w.index
+        );
     }
 
-    header(&mut out, "server_http_request_duration_seconds", "histogram", "Time from a request's head to its response's head.");
+    header(
+        &mut out,
+        "server_http_request_duration_seconds",
+        "histogram",
+        "Time from a request's head to its response's head.",
+    );
     let mut cumulative = 0;
     for (b, bound) in DURATION_BOUNDS.iter().enumerate() {
         cumulative += s.slots.iter().map(|w| w.duration_buckets[b]).sum::<u64>();
-        let _ = writeln!(out, "server_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "server_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+        );
     }
-    cumulative += s.slots.iter().map(|w| w.duration_buckets[DURATION_BOUNDS.len()]).sum::<u64>();
-    let _ = writeln!(out, "server_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+    cumulative += s
+        .slots
+        .iter()
+        .map(|w| w.duration_buckets[DURATION_BOUNDS.len()])
+        .sum::<u64>();
+    let _ = writeln!(
+        out,
+        "server_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
     let sum_us: u64 = s.slots.iter().map(|w| w.duration_sum_us).sum();
-    let _ = writeln!(out, "server_http_request_duration_seconds_sum {}", sum_us as f64 / 1e6);
-    let _ = writeln!(out, "server_http_request_duration_seconds_count {cumulative}");
+    let _ = writeln!(
+        out,
+        "server_http_request_duration_seconds_sum {}",
+        sum_us as f64 / 1e6
+    );
+    let _ = writeln!(
+        out,
+        "server_http_request_duration_seconds_count {cumulative}"
+    );
 
-    header(&mut out, "server_http_requests_in_flight", "gauge", "Requests handed to the app and not answered yet.");
-    let _ = writeln!(out, "server_http_requests_in_flight {}", s.slots.iter().map(|w| w.in_flight).sum::<u64>());
+    header(
+        &mut out,
+        "server_http_requests_in_flight",
+        "gauge",
+        "Requests handed to the app and not answered yet.",
+    );
+    let _ = writeln!(
+        out,
+        "server_http_requests_in_flight {}",
+        s.slots.iter().map(|w| w.in_flight).sum::<u64>()
+    );
 
-    header(&mut out, "server_connections_open", "gauge", "Open connections by protocol (upgraded: WebSockets).");
+    header(
+        &mut out,
+        "server_connections_open",
+        "gauge",
+        "Open connections by protocol (upgraded: WebSockets).",
+    );
     for (k, name) in CONNECTION_NAMES.iter().enumerate() {
         let n: u64 = s.slots.iter().map(|w| w.connections_open[k]).sum();
         let _ = writeln!(out, "server_connections_open{{protocol=\"{name}\"}} {n}");
     }
-    header(&mut out, "server_connections_accepted_total", "counter", "Connections accepted by the workers.");
-    let _ = writeln!(out, "server_connections_accepted_total {}", s.slots.iter().map(|w| w.connections_total).sum::<u64>());
+    header(
+        &mut out,
+        "server_connections_accepted_total",
+        "counter",
+        "Connections accepted by the workers.",
+    );
+    let _ = writeln!(
+        out,
+        "server_connections_accepted_total {}",
+        s.slots.iter().map(|w| w.connections_total).sum::<u64>()
+    );
 
-    header(&mut out, "server_accept_queue_length", "gauge", "Connections waiting in the kernel's accept queue (TCP_INFO), sampled every 100 ms.");
+    header(
+        &mut out,
+        "server_accept_queue_length",
+        "gauge",
+        "Connections waiting in the kernel's accept queue (TCP_INFO), sampled every 100 ms.",
+    );
     let _ = writeln!(out, "server_accept_queue_length {}", s.accept_queue);
-    header(&mut out, "server_accept_queue_length_max", "gauge", "Longest accept queue sampled since the previous scrape.");
+    header(
+        &mut out,
+        "server_accept_queue_length_max",
+        "gauge",
+        "Longest accept queue sampled since the previous scrape.",
+    );
     let _ = writeln!(out, "server_accept_queue_length_max {}", s.accept_queue_max);
-    header(&mut out, "server_accept_queue_capacity", "gauge", "The accept queue's capacity (backlog).");
-    let _ = writeln!(out, "server_accept_queue_capacity {}", s.accept_queue_capacity);
+    header(
+        &mut out,
+        "server_accept_queue_capacity",
+        "gauge",
+        "The accept queue's capacity (backlog).",
+    );
+    let _ = writeln!(
+        out,
+        "server_accept_queue_capacity {}",
+        s.accept_queue_capacity
+    );
 
-    header(&mut out, "server_workers", "gauge", "Worker processes by state.");
-    for (state, name) in [(SlotState::Starting, "starting"), (SlotState::Ready, "ready"), (SlotState::Draining, "draining")] {
+    header(
+        &mut out,
+        "server_workers",
+        "gauge",
+        "Worker processes by state.",
+    );
+    for (state, name) in [
+        (SlotState::Starting, "starting"),
+        (SlotState::Ready, "ready"),
+        (SlotState::Draining, "draining"),
+    ] {
         let n = s.slots.iter().filter(|w| w.state == state as u64).count();
         let _ = writeln!(out, "server_workers{{state=\"{name}\"}} {n}");
     }
-    header(&mut out, "server_workers_desired", "gauge", "Workers the server keeps.");
+    header(
+        &mut out,
+        "server_workers_desired",
+        "gauge",
+        "Workers the server keeps.",
+    );
     let _ = writeln!(out, "server_workers_desired {}", s.workers_desired);
-    header(&mut out, "server_worker_restarts_total", "counter", "Workers replaced or removed, by reason.");
+    header(
+        &mut out,
+        "server_worker_restarts_total",
+        "counter",
+        "Workers replaced or removed, by reason.",
+    );
     for reason in RestartReason::ALL {
-        let _ = writeln!(out, "server_worker_restarts_total{{reason=\"{}\"}} {}", reason.label(), s.restarts[reason.index()]);
+        let _ = writeln!(
+            out,
+            "server_worker_restarts_total{{reason=\"{}\"}} {}",
+            reason.label(),
+            s.restarts[reason.index()]
+        );
     }
 
-    header(&mut out, "server_worker_resident_memory_bytes", "gauge", "Resident memory of each live worker.");
+    header(
+        &mut out,
+        "server_worker_resident_memory_bytes",
+        "gauge",
+        "Resident memory of each live worker.",
+    );
     for w in s.slots.iter().filter(|w| w.pid != 0) {
-        let _ = writeln!(out, "server_worker_resident_memory_bytes{{worker=\"{}\",pid=\"{}\"}} {}", w.index, w.pid, w.rss_bytes);
+        let _ = writeln!(
+            out,
+            "server_worker_resident_memory_bytes{{worker=\"{}\",pid=\"{}\"}} {}",
+            w.index, w.pid, w.rss_bytes
+        );
     }
-    header(&mut out, "server_worker_cpu_seconds_total", "counter", "CPU time (user + system) of the workers of each slot.");
+    header(
+        &mut out,
+        "server_worker_cpu_seconds_total",
+        "counter",
+        "CPU time (user + system) of the workers of each slot.",
+    );
     for w in &s.slots {
-        let _ = writeln!(out, "server_worker_cpu_seconds_total{{worker=\"{}\"}} {}", w.index, w.cpu_us as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "server_worker_cpu_seconds_total{{worker=\"{}\"}} {}",
+            w.index,
+            w.cpu_us as f64 / 1e6
+        );
     }
-    header(&mut out, "server_last_drain_duration_seconds", "gauge", "How long the last worker drain took, from its stop to its exit.");
-    let _ = writeln!(out, "server_last_drain_duration_seconds {}", s.last_drain_us as f64 / 1e6);
+    header(
+        &mut out,
+        "server_last_drain_duration_seconds",
+        "gauge",
+        "How long the last worker drain took, from its stop to its exit.",
+    );
+    let _ = writeln!(
+        out,
+        "server_last_drain_duration_seconds {}",
+        s.last_drain_us as f64 / 1e6
+    );
     out
 }
 

@@ -41,7 +41,12 @@ pub(crate) fn spawn_metrics_process(
             let _ = nix::sys::prctl::set_name(c"server-metrics");
             // The parent decides when this process ends (it dies with the parent):
             // a stop signal to the whole group must not end the scrape first.
-            for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
+            for sig in [
+                Signal::SIGTERM,
+                Signal::SIGINT,
+                Signal::SIGHUP,
+                Signal::SIGQUIT,
+            ] {
                 // SAFETY: SIG_IGN installs no code.
                 let _ = unsafe { signal(sig, SigHandler::SigIgn) };
             }
@@ -94,7 +99,9 @@ async fn answer(
     let response = if request.uri().path() != "/metrics" {
         Response::builder()
             .status(StatusCode::NOT_FOUND)
-            .body(Full::new(Bytes::from_static(b"not found: the metrics are at /metrics\n")))
+            .body(Full::new(Bytes::from_static(
+                b"not found: the metrics are at /metrics\n",
+            )))
     } else if !matches!(*request.method(), Method::GET | Method::HEAD) {
         Response::builder()
             .status(StatusCode::METHOD_NOT_ALLOWED)
@@ -121,7 +128,9 @@ pub(crate) fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {
     let reason = |e: std::io::Error| Error::MetricsBind {
         addr,
         reason: match e.raw_os_error() {
-            Some(libc::EADDRINUSE) => "the address is in use (by another program, or by this server)".into(),
+            Some(libc::EADDRINUSE) => {
+                "the address is in use (by another program, or by this server)".into()
+            }
             Some(libc::EADDRNOTAVAIL) => "not an address of this machine".into(),
             _ => e.to_string(),
         },

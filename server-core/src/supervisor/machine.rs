@@ -586,10 +586,12 @@ impl Supervisor {
         }
         self.settings.workers -= 1;
         tracing::info!("one worker fewer ({} in all)", self.settings.workers);
-        // Prefer a worker on its way out, then one not serving yet, else the newest.
+        // Prefer a worker not serving yet (no capacity lost; during a rolling restart the
+        // old worker it was to replace then leaves too, as the surplus), then one on its
+        // way out, else the newest.
         let rank = |state: &WorkerState| match state {
-            WorkerState::Retiring { .. } => 2,
-            WorkerState::Starting { .. } => 1,
+            WorkerState::Starting { .. } => 2,
+            WorkerState::Retiring { .. } => 1,
             _ => 0,
         };
         let victim = self

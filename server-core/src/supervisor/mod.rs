@@ -605,7 +605,9 @@ impl Parent<'_> {
             .collect();
         close.extend(self.listeners.raw_fds());
         let spawned = crate::metrics::serve::spawn_metrics_process(&metrics.listener, &close);
-        let Some(metrics) = self.metrics.as_mut() else { return };
+        let Some(metrics) = self.metrics.as_mut() else {
+            return;
+        };
         match spawned {
             Ok(pid) => metrics.pid = Some(pid),
             Err(e) => {

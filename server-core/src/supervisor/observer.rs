@@ -102,7 +102,8 @@ impl Observer {
             self.cpu_of_past_workers[slot] += last_cpu;
             if let Some(s) = region.and_then(|r| r.slot(slot)) {
                 s.clear_gauges();
-                s.cpu_us.store(self.cpu_of_past_workers[slot], Ordering::Relaxed);
+                s.cpu_us
+                    .store(self.cpu_of_past_workers[slot], Ordering::Relaxed);
             }
         }
     }
@@ -159,7 +160,10 @@ impl Observer {
                     );
                 }
             }
-            if self.memory_limit.is_some_and(|limit| usage.rss_bytes > limit) {
+            if self
+                .memory_limit
+                .is_some_and(|limit| usage.rss_bytes > limit)
+            {
                 over.push(Event::WorkerOverMemory {
                     pid,
                     rss_bytes: usage.rss_bytes,

@@ -314,13 +314,15 @@ impl Acceptor<'_> {
             // the app holds it, and the drain still waits for it.
             (None, false) => {
                 let activity = Arc::new(activity::Activity::opened());
-                let stream = tracked::Tracked::new(stream, self.connections.token(), activity.clone());
+                let stream =
+                    tracked::Tracked::new(stream, self.connections.token(), activity.clone());
                 let service = self.service(peer, activity);
                 tokio::spawn(serve_connection(stream, service, context));
             }
             (Some(tls), false) => {
                 let activity = Arc::new(activity::Activity::opened());
-                let stream = tracked::Tracked::new(stream, self.connections.token(), activity.clone());
+                let stream =
+                    tracked::Tracked::new(stream, self.connections.token(), activity.clone());
                 let tls = tls.clone();
                 let service = self.service(peer, activity);
                 tokio::spawn(async move {

@@ -480,3 +480,65 @@ fn a_stop_while_forks_fail_stops_the_workers_there_are() {
         vec![Action::Exit(ShutdownOutcome::Graceful)]
     );
 }
+
+#[test]
+fn a_worker_over_the_memory_limit_is_replaced_like_a_quota_and_counted_as_memory() {
+    let t0 = Instant::now();
+    let mut sup = serving(2, DrainMode::Ebpf, t0);
+    let over = Event::WorkerOverMemory {
+        pid: pid(1),
+        rss_bytes: 300 << 20,
+    };
+    assert_eq!(sup.handle(over, t0), vec![Action::Spawn]);
+    // Sampled again before its replacement is ready: nothing more happens.
+    assert!(sup.handle(over, t0 + ms(250)).is_empty());
+    spawned(&mut sup, pid(3), t0);
+    assert_eq!(
+        sup.handle(Event::WorkerReady(pid(3)), t0),
+        vec![stop_for(
+            1,
+            GRACE - WORKER_ABORT_MARGIN,
+            DrainReason::Recycle
+        )]
+    );
+    let counted = sup.restarts();
+    assert_eq!(counted[RestartReason::Memory.index()], 1);
+    assert_eq!(counted.iter().sum::<u64>(), 1);
+}
+
+#[test]
+fn restarts_are_counted_by_reason() {
+    let t0 = Instant::now();
+    let mut sup = serving(2, DrainMode::Ebpf, t0);
+    sup.handle(Event::Command(Command::Reload), t0);
+    sup.handle(Event::WorkerQuotaReached(pid(1)), t0);
+    sup.handle(Event::Command(Command::RemoveWorker), t0);
+    let counted = sup.restarts();
+    assert_eq!(counted[RestartReason::Reload.index()], 2);
+    assert_eq!(counted[RestartReason::ScaleDown.index()], 1);
+    // Already retiring for the reload: the quota changes nothing.
+    assert_eq!(counted[RestartReason::Quota.index()], 0);
+}
+
+#[test]
+fn scaling_down_during_a_rolling_restart_ends_with_the_desired_count() {
+    let t0 = Instant::now();
+    let mut sup = serving(2, DrainMode::Ebpf, t0);
+    sup.handle(Event::Command(Command::Reload), t0);
+    spawned(&mut sup, pid(3), t0);
+    sup.handle(Event::WorkerReady(pid(3)), t0);
+    // Worker 1 drains, 2 still serves until its replacement 4 is ready.
+    spawned(&mut sup, pid(4), t0);
+    let within = GRACE - WORKER_ABORT_MARGIN;
+    // Found by the metrics test: removing the old worker 2 here left 3 and 4 for good.
+    assert_eq!(
+        sup.handle(Event::Command(Command::RemoveWorker), t0),
+        vec![
+            stop_for(4, within, DrainReason::ScaleDown),
+            stop_for(2, within, DrainReason::Restart),
+            // Worker 3 alone is the desired set: the restart is over.
+            Action::Notify(Status::Ready),
+        ]
+    );
+    assert!(sup.handle(Event::Tick, t0 + ms(5)).is_empty());
+}
