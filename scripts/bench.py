@@ -189,6 +189,124 @@ def throughput(contenders, secs, connections):
     return results
 
 
+def h2load(port, secs, clients=16, streams=10, during=None):
+    """h2load with h2c prior knowledge; returns its counts, and what `during` returned
+    (called halfway)."""
+    proc = subprocess.Popen(["h2load", "-D", str(secs), "-c", str(clients), "-m", str(streams),
+                             f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True)
+    sampled = None
+    if during:
+        time.sleep(secs / 3)
+        sampled = during()
+    out, _ = proc.communicate()
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    rps = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out)
+    return {"requests_per_sec": float(rps.group(1)) if rps else 0.0,
+            "started": int(m.group(2)), "succeeded": int(m.group(4)),
+            "errored": int(m.group(6))}, sampled
+
+
+def http2(secs):
+    """HTTP/2 (h2c, 16 connections x 10 streams): throughput next to plain axum; then a
+    HUP and a SIGTERM under the same load, each stream h2load counts as errored checked
+    against the server's own count of answered streams (its access log)."""
+    if not shutil.which("h2load"):
+        print("  h2load not installed (nghttp2-client): skipped", flush=True)
+        return None
+    results = {}
+    for name in ("server-cli", "axum-baseline"):
+        port = free_port()
+        server = Server(contender_command(name, port), port)
+        try:
+            results[name], _ = h2load(port, secs)
+        finally:
+            server.kill()
+        print(f"  {name:14} {results[name]['requests_per_sec']:>10.0f} req/s", flush=True)
+    results["ratio_to_axum"] = round(results["server-cli"]["requests_per_sec"]
+                                     / results["axum-baseline"]["requests_per_sec"], 3)
+    for signame, sig in (("hup", signal.SIGHUP), ("sigterm", signal.SIGTERM)):
+        port = free_port()
+        argv = [SERVER_CLI, "--workers", "2", "--port", str(port)]  # access log on: it counts
+        server = Server(argv, port)
+        try:
+            r, _ = h2load(port, 6, during=lambda: server.proc.send_signal(sig))
+            if sig == signal.SIGHUP:
+                server.stop()
+            else:
+                server.proc.wait(timeout=60)
+            server.reader.join(timeout=60)  # every access line read
+            answered = sum(1 for _, line in server.lines if 'HTTP/2.0" 200' in line)
+        finally:
+            server.kill()
+        r["answered_by_server"] = answered
+        r["errored_but_processed"] = max(0, answered - r["succeeded"])
+        results[signame] = r
+        print(f"  {signame:7} {r['started']} started, {r['succeeded']} succeeded, {r['errored']} errored; "
+              f"the server answered {answered}: {r['errored_but_processed']} errored streams were processed",
+              flush=True)
+    return results
+
+
+def worker_shares(workers, gate, load):
+    """Each worker's share of the requests `load(port)` sent (from the server's metrics)."""
+    port, mport = free_port(), free_port()
+    argv = contender_command("server-cli", port, workers) + ["--metrics-bind", f"127.0.0.1:{mport}"]
+    if not gate:
+        argv.append("--no-accept-gate")
+    server = Server(argv, port)
+    try:
+        load(port)
+        text = subprocess.run(["curl", "-s", f"http://127.0.0.1:{mport}/metrics"],
+                              capture_output=True, text=True).stdout
+    finally:
+        server.kill()
+    counts = [int(m) for m in re.findall(r"^server_worker_http_requests_total\{[^}]*\} (\d+)", text, re.M)]
+    total = sum(counts) or 1
+    shares = [round(c / total, 3) for c in counts]
+    return {"requests": counts, "shares": shares,
+            "worst_relative_deviation": round(max(abs(sh * workers - 1) for sh in shares), 3) if counts else None}
+
+
+def balance(secs):
+    """How evenly the workers share the requests, with the accept gate (default) and
+    without, for four arrival patterns; and a CPU-heavy route on 1 and 2 workers."""
+    def harness(scenario, *extra):
+        return lambda port: subprocess.run(
+            [HARNESS, "--url", f"http://127.0.0.1:{port}/", "--scenario", scenario,
+             "--duration", str(secs + 1), "--signal-after", "1", *extra], capture_output=True)
+    patterns = {
+        "keepalive_16_clients": harness("keepalive"),
+        "wrk_64_keepalive": lambda port: wrk(port, secs, 64, False),
+        "new_connections_heavy_wrk_64": lambda port: wrk(port, secs, 64, True),
+        "new_connections_light_4_clients_50ms": harness("load", "--clients", "4", "--interval", "0.05"),
+    }
+    results = {}
+    for gate in (True, False):
+        key = "accept_gate" if gate else "no_accept_gate"
+        for workers in (2, 4):
+            for name, load in patterns.items():
+                r = worker_shares(workers, gate, load)
+                results.setdefault(key, {}).setdefault(str(workers), {})[name] = r
+                print(f"  {key:15} {workers} workers {name:38} shares {r['shares']} "
+                      f"(worst {r['worst_relative_deviation']:+.0%})", flush=True)
+    burn = {}
+    for workers in (1, 2):
+        port = free_port()
+        server = Server(contender_command("server-cli", port, workers), port)
+        try:
+            out = subprocess.run([HARNESS, "--url", f"http://127.0.0.1:{port}/burn?ms=1", "--scenario",
+                                  "keepalive", "--interval", "0", "--duration", str(secs + 1),
+                                  "--signal-after", "1"], capture_output=True, text=True).stdout
+        finally:
+            server.kill()
+        burn[str(workers)] = float(re.search(r"ok_rps_before_signal=(\d+)", out).group(1))
+    burn["speedup"] = round(burn["2"] / burn["1"], 2) if burn["1"] else None
+    results["burn_1ms_keepalive_16_clients_rps"] = burn
+    print(f"  /burn?ms=1, 16 keep-alive clients: 1 worker {burn['1']:.0f} req/s, 2 workers {burn['2']:.0f} "
+          f"req/s ({burn['speedup']}x)", flush=True)
+    return results
+
+
 def metrics_cost(secs, rounds, count_instructions):
     """Throughput with --metrics-bind on and off, each next to plain axum in the same
     round (alternating, `rounds` times), and instructions per request with valgrind."""
@@ -623,6 +741,8 @@ def main():
         ("harness_vs_wrk", "the harness's speed next to wrk's", lambda: harness_vs_wrk(2 if smoke else 10)),
         ("metrics_cost", "the cost of --metrics-bind (wrk -t2 -c64, alternating runs)",
          lambda: metrics_cost(1 if smoke else 10, 1 if smoke else 3, not smoke)),
+        ("http2", "HTTP/2, h2load -c16 -m10 (h2c)", lambda: http2(2 if smoke else 10)),
+        ("balance", "each worker's share of the requests", None if smoke else lambda: balance(5)),
         ("websocket_memory", "idle WebSockets on 2 workers",
          lambda: websocket_memory(["server-cli", "axum-baseline"] + ([] if args.no_peers or smoke else ["uvicorn"]),
                                   200 if smoke else 10000)),

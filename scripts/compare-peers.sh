@@ -3,7 +3,8 @@
 # gunicorn with uvicorn workers, server-cli --workers 2 (demo app) and server-cli running
 # unmodified uvicorn workers on fd 3, and prints dropped requests per scenario per server.
 # Summaries are updated in bench/results/compare-peers.json (the full per-request reports
-# stay in a temporary directory); the seed scenario's timelines go to docs/seed-SERVER.svg.
+# stay in a temporary directory); the seed and websocket scenarios' timelines go to
+# docs/SCENARIO-SERVER.svg.
 #
 #   scripts/compare-peers.sh [SERVER...]
 #   (default: uvicorn gunicorn server-cli server-cli-uvicorn; see scripts/lib.sh)
@@ -34,7 +35,9 @@ for scenario in "${scenarios[@]}"; do
   for server in "${servers[@]}"; do
     json="$out/$scenario-$server.json"
     svg=()
-    [ "$scenario" = seed ] && [ "$client" = raw ] && svg=(--svg "$ROOT/docs/seed-$server.svg")
+    case "$scenario" in seed|websocket)
+      [ "$client" = raw ] && svg=(--svg "$ROOT/docs/$scenario-$server.svg") ;;
+    esac
     # shellcheck disable=SC2046
     "$HARNESS" --scenario "$scenario" --client "$client" --json "$json" "${svg[@]}" \
       -- $(server_command "$server") > "$out/$scenario-$server.txt" || true

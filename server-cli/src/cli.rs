@@ -69,6 +69,10 @@ pub struct Cli {
     /// second; its replacement is ready first). Works for external workers too.
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     pub limit_max_memory: Option<u64>,
+    /// Let whichever worker wakes first accept each connection, instead of spreading
+    /// connections evenly over the workers (the accept gate; for comparisons).
+    #[arg(long)]
+    pub no_accept_gate: bool,
     /// Serve Prometheus metrics of the whole server at http://ADDR:PORT/metrics (off by
     /// default), e.g. 127.0.0.1:9100.
     #[arg(long, value_name = "ADDR:PORT")]
@@ -320,6 +324,7 @@ impl Cli {
         config.max_requests_jitter = self.limit_max_requests_jitter;
         config.limit_max_memory = self.limit_max_memory.map(|mib| mib * 1024 * 1024);
         config.metrics_bind = self.metrics_bind;
+        config.balance = !self.no_accept_gate;
         config.max_surge = usize::from(self.max_surge);
         config.pid_file = self.pid.clone();
         config.listener_mode = if self.reuse_port {

@@ -25,6 +25,7 @@ pub fn demo_app(shutdown_delay: Duration, ws: WsOptions) -> App {
         .route("/panic", get(panic))
         .route("/big", get(big))
         .route("/grow", get(grow))
+        .route("/burn", get(burn))
         .route("/echo", post(echo))
         .route("/healthz", get(|| async { "ok" }))
         .route("/whoami", get(whoami))
@@ -93,6 +94,29 @@ struct BigQuery {
 /// A large body, for a client too slow to read it (or that never does).
 async fn big(Query(query): Query<BigQuery>) -> Vec<u8> {
     vec![b'x'; query.bytes.unwrap_or(1 << 20).min(1 << 30)]
+}
+
+/// Query of `/burn`.
+#[derive(Debug, Deserialize)]
+struct BurnQuery {
+    /// Milliseconds of CPU to burn (at most 1000).
+    ms: Option<f64>,
+}
+
+/// Burns CPU on the worker's thread (a CPU-heavy handler): how much a worker's share of
+/// connections matters.
+async fn burn(Query(query): Query<BurnQuery>) -> Json<Value> {
+    let ms = query
+        .ms
+        .filter(|m| m.is_finite() && *m >= 0.0)
+        .unwrap_or(1.0)
+        .min(1000.0);
+    let until = std::time::Instant::now() + Duration::from_secs_f64(ms / 1000.0);
+    let mut spins: u64 = 0;
+    while std::time::Instant::now() < until {
+        spins = std::hint::black_box(spins.wrapping_add(1));
+    }
+    Json(json!({"burned_ms": ms, "spins": spins}))
 }
 
 /// Query of `/grow`.

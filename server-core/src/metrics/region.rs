@@ -11,7 +11,7 @@
 //! live worker; the parent zeroes them when it reaps one.
 
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
@@ -89,6 +89,9 @@ pub(crate) struct ParentBlock {
     pub(crate) last_drain_us: AtomicU64,
     /// Workers the server wants.
     pub(crate) workers_desired: AtomicU64,
+    /// One more than the highest slot a live worker has: how far workers look when they
+    /// compare their load with the others' (the accept gate).
+    pub(crate) slot_bound: AtomicU64,
 }
 
 /// The whole shared mapping.
@@ -102,7 +105,15 @@ pub(crate) struct Region {
 }
 
 static REGION: OnceLock<&'static Region> = OnceLock::new();
-static THIS_WORKER: OnceLock<&'static WorkerSlot> = OnceLock::new();
+static THIS_WORKER: OnceLock<(usize, &'static WorkerSlot)> = OnceLock::new();
+/// Whether workers count requests (`--metrics-bind`); connections are counted whenever a
+/// worker has a slot (the accept gate compares them). Set by the parent before any fork.
+static COUNT_REQUESTS: AtomicBool = AtomicBool::new(false);
+
+/// Turns request counting on (the parent, before the first fork, with `--metrics-bind`).
+pub(crate) fn count_requests() {
+    COUNT_REQUESTS.store(true, Ordering::Relaxed);
+}
 
 impl Region {
     /// Maps the region (zeroed by the kernel) and makes it this process's; every process
@@ -148,14 +159,29 @@ impl Region {
 /// Called in a forked worker: its requests go to slot `index` from now on.
 pub(crate) fn become_worker(index: usize) {
     if let Some(slot) = Region::get().and_then(|r| r.slots.get(index)) {
-        let _ = THIS_WORKER.set(slot);
+        let _ = THIS_WORKER.set((index, slot));
     }
 }
 
-/// This worker's slot, when metrics are on.
+/// This worker's slot, when it has one.
 #[inline]
 pub(crate) fn this_worker() -> Option<&'static WorkerSlot> {
+    THIS_WORKER.get().map(|&(_, slot)| slot)
+}
+
+/// This worker's slot and its number.
+pub(crate) fn this_worker_with_index() -> Option<(usize, &'static WorkerSlot)> {
     THIS_WORKER.get().copied()
+}
+
+/// This worker's slot, when it counts requests (`--metrics-bind`).
+#[inline]
+pub(crate) fn this_worker_counting_requests() -> Option<&'static WorkerSlot> {
+    if COUNT_REQUESTS.load(Ordering::Relaxed) {
+        this_worker()
+    } else {
+        None
+    }
 }
 
 impl WorkerSlot {

@@ -134,6 +134,7 @@ pub(crate) fn run(
         Some(addr) => {
             let listener = crate::metrics::serve::bind(addr)?;
             crate::metrics::Region::install()?;
+            crate::metrics::count_requests();
             let bound = listener.local_addr().unwrap_or(addr);
             tracing::info!("Metrics on http://{bound}/metrics");
             Some(MetricsProcess {
@@ -144,7 +145,16 @@ pub(crate) fn run(
         }
         None => None,
     };
-    let observer = Observer::new(crate::metrics::Region::get(), config.limit_max_memory);
+    // In-process workers share the region even without metrics: their accept gate
+    // compares each worker's open connections with the others' (see worker/balance.rs).
+    if protocol == WorkerProtocol::Native && config.balance {
+        crate::metrics::Region::install()?;
+    }
+    let observer = Observer::new(
+        crate::metrics::Region::get(),
+        metrics.is_some(),
+        config.limit_max_memory,
+    );
     observer.set_queue_capacity(config.backlog);
     let mut parent = Parent {
         listeners,

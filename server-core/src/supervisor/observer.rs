@@ -24,8 +24,10 @@ const USAGE_SAMPLE: Duration = Duration::from_millis(250);
 /// The parent's view of its workers for the metrics and the memory limit.
 #[derive(Debug)]
 pub(crate) struct Observer {
-    /// The shared region, when `--metrics-bind` is on.
+    /// The shared region (with `--metrics-bind`, or for the accept gate).
     region: Option<&'static Region>,
+    /// `--metrics-bind` is on: the queue and the workers' usage are sampled for it.
+    metrics: bool,
     /// `--limit-max-memory`, in bytes.
     memory_limit: Option<u64>,
     /// Each live worker's slot.
@@ -42,11 +44,17 @@ pub(crate) struct Observer {
 }
 
 impl Observer {
-    /// Watches for the metrics (`region`) and the memory limit; does nothing with neither.
-    pub(crate) fn new(region: Option<&'static Region>, memory_limit: Option<u64>) -> Self {
+    /// Keeps the slots of `region` (if any), samples for the metrics (if `metrics`) and
+    /// for the memory limit (if any).
+    pub(crate) fn new(
+        region: Option<&'static Region>,
+        metrics: bool,
+        memory_limit: Option<u64>,
+    ) -> Self {
         let now = Instant::now();
         Self {
             region,
+            metrics,
             memory_limit,
             slots: BTreeMap::new(),
             cpu_of_past_workers: vec![0; if region.is_some() { MAX_SLOTS } else { 0 }],
@@ -57,8 +65,14 @@ impl Observer {
         }
     }
 
+    /// Whether anything is sampled.
     fn active(&self) -> bool {
-        self.region.is_some() || self.memory_limit.is_some()
+        self.metrics || self.memory_limit.is_some()
+    }
+
+    /// The region, when the metrics are on.
+    fn metrics_region(&self) -> Option<&'static Region> {
+        self.region.filter(|_| self.metrics)
     }
 
     /// The slot the next worker gets: the lowest one free.
@@ -72,8 +86,14 @@ impl Observer {
         let Some(slot) = slot else { return };
         self.slots.insert(pid, slot);
         self.set_state(pid, SlotState::Starting);
-        if let Some(s) = self.region.and_then(|r| r.slot(slot)) {
-            s.pid.store(pid.as_raw() as u64, Ordering::Relaxed);
+        if let Some(region) = self.region {
+            if let Some(s) = region.slot(slot) {
+                s.pid.store(pid.as_raw() as u64, Ordering::Relaxed);
+            }
+            region
+                .parent
+                .slot_bound
+                .fetch_max(slot as u64 + 1, Ordering::Relaxed);
         }
     }
 
@@ -125,14 +145,17 @@ impl Observer {
         if !self.active() {
             return None;
         }
-        let queue = self.region.map(|_| self.next_queue_sample);
+        let queue = self.metrics_region().map(|_| self.next_queue_sample);
         Some(queue.map_or(self.next_usage_sample, |q| q.min(self.next_usage_sample)))
     }
 
     /// Takes the samples that are due; returns the workers above the memory limit.
     pub(crate) fn sample(&mut self, listeners: &Listeners, workers: &[Pid]) -> Vec<Event> {
         let now = Instant::now();
-        if let Some(region) = self.region.filter(|_| now >= self.next_queue_sample) {
+        if let Some(region) = self
+            .metrics_region()
+            .filter(|_| now >= self.next_queue_sample)
+        {
             let queued = u64::from(listeners.queued());
             region.parent.accept_queue.store(queued, Ordering::Relaxed);
             region

@@ -5,8 +5,12 @@ use std::future::Future;
 use std::io;
 use std::task::{Context, Poll, Waker};
 
+use std::os::fd::AsFd;
 use tokio::io::{AsyncRead, AsyncWrite};
+
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+use super::balance::AcceptGate;
 
 /// How unix-socket clients appear in the access log (they have no address).
 const UNIX_PEER: &str = "unix:";
@@ -23,6 +27,16 @@ pub(super) trait WorkerListener {
     /// The next connection already queued, without waiting: `WouldBlock` when the queue
     /// is empty (the drain accepts until then, then closes the socket).
     fn accept_queued(&self) -> io::Result<(Self::Io, String)>;
+
+    /// The accept gate that spreads connections over the workers, when this kind of
+    /// listener has one (TCP).
+    fn gate(&self) -> Option<AcceptGate>;
+
+    /// Waits for the next connection through `gate`. Cancel-safe, as [`Self::accept`].
+    fn accept_gated(
+        &self,
+        gate: &AcceptGate,
+    ) -> impl Future<Output = io::Result<(Self::Io, String)>>;
 }
 
 /// Turns a `Pending` accept into `WouldBlock`: tokio's `poll_accept` tries the accept
@@ -48,6 +62,14 @@ impl WorkerListener for TcpListener {
         let _ = stream.set_nodelay(true);
         Ok((stream, peer.to_string()))
     }
+
+    fn gate(&self) -> Option<AcceptGate> {
+        AcceptGate::new(self.as_fd())
+    }
+
+    async fn accept_gated(&self, gate: &AcceptGate) -> io::Result<(TcpStream, String)> {
+        gate.accept().await
+    }
 }
 
 impl WorkerListener for UnixListener {
@@ -61,5 +83,13 @@ impl WorkerListener for UnixListener {
     fn accept_queued(&self) -> io::Result<(UnixStream, String)> {
         let (stream, _) = without_waiting(|cx| self.poll_accept(cx))?;
         Ok((stream, UNIX_PEER.to_string()))
+    }
+
+    fn gate(&self) -> Option<AcceptGate> {
+        None
+    }
+
+    async fn accept_gated(&self, _gate: &AcceptGate) -> io::Result<(UnixStream, String)> {
+        WorkerListener::accept(self).await
     }
 }

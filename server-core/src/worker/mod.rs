@@ -1,6 +1,7 @@
 //! A worker process: its own tokio runtime serving the application on the shared listener.
 
 mod activity;
+mod balance;
 mod connection;
 mod linger;
 mod listener;
@@ -155,6 +156,7 @@ async fn serve_on<L: WorkerListener>(
         readiness_path: config.readiness_path.as_deref().map(Arc::from),
         limit_concurrency: config.limit_concurrency,
         tls,
+        gate: listener.gate().filter(|_| config.balance),
     };
 
     control_write.write_all(&[ToParent::Ready.encode()]).await?;
@@ -248,6 +250,8 @@ struct Acceptor<'a> {
     readiness_path: Option<Arc<str>>,
     limit_concurrency: Option<usize>,
     tls: Option<WorkerTls>,
+    /// The accept gate that spreads connections over the workers (TCP, with a slot).
+    gate: Option<balance::AcceptGate>,
 }
 
 impl Acceptor<'_> {
@@ -263,7 +267,7 @@ impl Acceptor<'_> {
             tokio::select! {
                 biased;
                 request = &mut stop => return request,
-                accepted = listener.accept() => match accepted {
+                accepted = self.accept_next(listener) => match accepted {
                     Ok((stream, peer)) => self.serve(stream, peer),
                     Err(e) if is_per_connection_error(&e) => {}
                     Err(e) => {
@@ -275,6 +279,14 @@ impl Acceptor<'_> {
                     }
                 },
             }
+        }
+    }
+
+    /// The next connection: through the accept gate when there is one.
+    async fn accept_next<L: WorkerListener>(&self, listener: &L) -> io::Result<(L::Io, String)> {
+        match &self.gate {
+            Some(gate) => listener.accept_gated(gate).await,
+            None => listener.accept().await,
         }
     }
 

@@ -1,0 +1,118 @@
+//! The accept gate: connections spread evenly over the workers that share one listener.
+//!
+//! Every worker waits on the same socket and the kernel wakes them all for each new
+//! connection; whichever calls `accept` first takes it, and that is usually the same
+//! worker (the one whose thread is already running), so one worker can end up with every
+//! keep-alive connection while the others idle (uvicorn-worker #34, puma #2078). Here a
+//! woken worker first compares its open connections with those of the other ready workers
+//! (read from the shared metrics region, where each worker counts its own): while another
+//! has fewer, or as many and at least two accepted connections fewer in all, it yields its
+//! core, up to [`HOLD`], so that one accepts first; if nobody did (that worker is busy),
+//! it accepts after all. Nothing is ever refused or left in the queue: the gate only
+//! orders who accepts. It waits for the socket on a second registration of its own
+//! (`AsyncFd` on a duplicate descriptor) so that it can look before it takes.
+//!
+//! The shared socket and its queue stay as they are, so a worker that leaves (restart,
+//! scale-down, recycling, a crash) still loses nothing: this is the reason not to use one
+//! `SO_REUSEPORT` socket per worker, whose queue leaves with its worker.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
+
+use crate::metrics::region::{this_worker_with_index, Region, SlotState, WorkerSlot};
+
+/// Longest time a worker with more connections than another lets that one accept first.
+pub(crate) const HOLD: Duration = Duration::from_micros(200);
+
+/// A second registration of the listening socket, for readiness without accepting.
+pub(crate) struct AcceptGate {
+    listener: AsyncFd<socket2::Socket>,
+}
+
+impl AcceptGate {
+    /// A gate on `listener` (a TCP listening socket), when this worker has a slot in the
+    /// shared region and so can compare itself with the others.
+    pub(crate) fn new(listener: BorrowedFd<'_>) -> Option<Self> {
+        this_worker_with_index()?;
+        let socket = socket2::Socket::from(listener.try_clone_to_owned().ok()?);
+        socket.set_nonblocking(true).ok()?;
+        // SAFETY: the socket owns its descriptor (a fresh dup) and is moved into the
+        // AsyncFd, which keeps it open and unchanged until it is dropped.
+        let listener =
+            unsafe { AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE) }
+                .ok()?;
+        Some(Self { listener })
+    }
+
+    /// The next connection, once this worker's turn has come. Cancel-safe: nothing is
+    /// taken from the queue until the `accept` that returns it.
+    pub(crate) async fn accept(&self) -> io::Result<(TcpStream, String)> {
+        loop {
+            let mut ready = self.listener.readable().await?;
+            hold_while_busier();
+            let attempt = ready.try_io(|listener| listener.get_ref().accept());
+            match attempt {
+                Ok(Ok((socket, peer))) => {
+                    socket.set_nonblocking(true)?;
+                    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+                    let _ = stream.set_nodelay(true);
+                    let peer = peer
+                        .as_socket()
+                        .map_or_else(String::new, |addr| addr.to_string());
+                    return Ok((stream, peer));
+                }
+                Ok(Err(e)) => return Err(e),
+                // Another worker took it: wait for the next one.
+                Err(_would_block) => {}
+            }
+        }
+    }
+}
+
+/// Lets a less loaded worker take the pending connection: while another ready worker has
+/// fewer open connections (checked again after each yield, since it changes as that
+/// worker accepts), for at most [`HOLD`]. The thread yields its core meanwhile (which on
+/// a busy machine is often what the other worker needs to run); a less loaded worker
+/// that is busy computing costs this one at most [`HOLD`] before it accepts after all.
+fn hold_while_busier() {
+    let started = std::time::Instant::now();
+    while should_hold() && started.elapsed() < HOLD {
+        std::thread::yield_now();
+    }
+}
+
+/// Open connections of a slot, every kind.
+fn open(slot: &WorkerSlot) -> u64 {
+    slot.connections_open
+        .iter()
+        .map(|n| n.load(Ordering::Relaxed))
+        .sum()
+}
+
+/// Whether another ready worker should accept first: it has fewer open connections, or as
+/// many and at least two accepted connections fewer in all.
+fn should_hold() -> bool {
+    let (Some(region), Some((me, mine))) = (Region::get(), this_worker_with_index()) else {
+        return false;
+    };
+    let my_open = open(mine);
+    let my_total = mine.connections_total.load(Ordering::Relaxed);
+    let bound = (region.parent.slot_bound.load(Ordering::Relaxed) as usize).min(region.slots.len());
+    region.slots[..bound]
+        .iter()
+        .enumerate()
+        .filter(|&(index, slot)| {
+            index != me && slot.state.load(Ordering::Relaxed) == SlotState::Ready as u64
+        })
+        .any(|(_, other)| {
+            let open = open(other);
+            open < my_open
+                || (open == my_open
+                    && other.connections_total.load(Ordering::Relaxed) + 1 < my_total)
+        })
+}
