@@ -37,6 +37,7 @@ use service::WorkerService;
 use stop::{wait_for_stop, StopRequest};
 use tls::WorkerTls;
 
+use crate::config::ListenerMode;
 use crate::tls::PairWatch;
 
 /// Pause after an accept error such as EMFILE, so that a worker out of descriptors retries
@@ -156,7 +157,11 @@ async fn serve_on<L: WorkerListener>(
         readiness_path: config.readiness_path.as_deref().map(Arc::from),
         limit_concurrency: config.limit_concurrency,
         tls,
-        gate: listener.gate().filter(|_| config.balance),
+        // With one socket per worker another worker cannot take this one's connections:
+        // holding back would only delay them.
+        gate: listener
+            .gate()
+            .filter(|_| config.balance && config.listener_mode == ListenerMode::Shared),
     };
 
     control_write.write_all(&[ToParent::Ready.encode()]).await?;
