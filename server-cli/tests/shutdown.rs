@@ -99,8 +99,15 @@ fn load_with_the_close_fallback_refuses_and_loses_only_queued_connections_to_res
         .filter(|r| r.outcome.is_drop() && r.outcome != Outcome::Reset)
         .collect();
     assert!(hung.is_empty(), "{hung:?}\n{}", report.text());
+    // The last worker's close resets what is still queued, and the parent exits right
+    // after: a client task may take the reset a few milliseconds after the harness saw the
+    // exit (found by CI: resets at +5..8 ms, exit at +6 ms).
     if let Some(last) = s.last_drop_after_signal {
-        assert!(last <= exit, "a reset after the exit\n{}", report.text());
+        assert!(
+            last <= exit + 0.1,
+            "a reset after the exit\n{}",
+            report.text()
+        );
     }
     assert!(
         s.ok > 0 && s.refused > 0 && s.orphans.is_empty(),
