@@ -516,6 +516,73 @@ def idle_connections_at_shutdown(count):
     return result
 
 
+def many_connections(count, contenders):
+    """`count` idle keep-alive connections (each made one request) on 2 workers, next to
+    plain axum: time to open them all, RSS per connection, and (server-cli) how SIGTERM ends
+    them. Clients bind 127.0.0.2, .3, ... in turn: one source address has ~28k ports."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = count + 1024
+    if hard < want:
+        try:  # root may raise the hard limit too (the servers inherit it)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            hard = want
+        except (ValueError, OSError):
+            count = max(100, hard - 1024)
+            print(f"  open-files hard limit {hard}: {count} connections only", flush=True)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 1024)), hard))
+    per_address = 20000
+    results = {}
+    for name in contenders:
+        port = free_port()
+        server = Server(contender_command(name, port), port)
+        conns = []
+        try:
+            time.sleep(0.5)
+            before = tree_rss_kib(server)
+            t0 = time.perf_counter()
+            for start in range(0, count, 500):
+                batch = []
+                for i in range(start, min(count, start + 500)):
+                    s = socket.socket()
+                    s.bind((f"127.0.0.{2 + i // per_address}", 0))
+                    s.settimeout(30)
+                    s.connect(("127.0.0.1", port))
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                    batch.append(s)
+                for s in batch:
+                    data = b""
+                    while not data.endswith(b"}"):
+                        data += s.recv(4096)
+                conns.extend(batch)
+            opened = time.perf_counter() - t0
+            time.sleep(1.0)
+            held = tree_rss_kib(server)
+            r = {"connections": count, "seconds_to_open_all": round(opened, 2),
+                 "rss_kib_before": before, "rss_kib_held": held,
+                 "rss_kib_per_connection": round((held - before) / count, 2)}
+            if name == "server-cli":
+                r["exit_after_s"] = round(server.stop(), 3)
+                clean = reset = other = 0
+                for s in conns:
+                    try:
+                        clean += 1 if s.recv(4096) == b"" else 0
+                    except ConnectionResetError:
+                        reset += 1
+                    except OSError:
+                        other += 1
+                r.update(closed_cleanly=clean, reset=reset, other=other)
+        finally:
+            for s in conns:
+                s.close()
+            server.kill()
+        results[name] = r
+        print(f"  {name:14} {count} idle connections opened in {r['seconds_to_open_all']} s, "
+              f"{r['rss_kib_per_connection']} KiB each"
+              + (f"; SIGTERM: {r['closed_cleanly']} FIN, {r['reset']} reset, {r['other']} other, "
+                 f"exit after {r['exit_after_s']} s" if "exit_after_s" in r else ""), flush=True)
+    return results
+
+
 def tls_certificate(tmp):
     """A P-256 certificate for 127.0.0.1 and localhost, valid two days (openssl CLI)."""
     cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
@@ -738,6 +805,8 @@ def main():
          lambda: scale([1, 2] if smoke else [1, 2, 4, 8], max(secs // 2, 1))),
         ("idle_keepalive_shutdown", "idle keep-alive connections during a shutdown",
          lambda: idle_connections_at_shutdown(100 if smoke else 1000)),
+        ("many_connections", "idle keep-alive connections on 2 workers, next to plain axum",
+         lambda: many_connections(500 if smoke else 50000, ["server-cli", "axum-baseline"])),
         ("harness_vs_wrk", "the harness's speed next to wrk's", lambda: harness_vs_wrk(2 if smoke else 10)),
         ("metrics_cost", "the cost of --metrics-bind (wrk -t2 -c64, alternating runs)",
          lambda: metrics_cost(1 if smoke else 10, 1 if smoke else 3, not smoke)),
