@@ -31,6 +31,22 @@ PEERS_DIR = os.path.join(ROOT, "scripts", "peers")
 READY_TIMEOUT = 30.0
 
 
+def allow_open_files(count):
+    """Raises this process's open-files limit (inherited by the servers it starts) for
+    `count` connections plus room; returns how many connections fit under the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = count + 1024
+    if hard < want:
+        try:  # root may raise the hard limit too
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            hard = want
+        except (ValueError, OSError):
+            count = max(100, hard - 1024)
+            print(f"  open-files hard limit {hard}: {count} connections only", flush=True)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 1024)), hard))
+    return count
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -477,8 +493,7 @@ def scale(worker_counts, secs):
 
 
 def idle_connections_at_shutdown(count):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 256)), hard))
+    count = allow_open_files(count)
     port = free_port()
     server = Server(contender_command("server-cli", port, 2), port)
     conns = []
@@ -520,16 +535,7 @@ def many_connections(count, contenders):
     """`count` idle keep-alive connections (each made one request) on 2 workers, next to
     plain axum: time to open them all, RSS per connection, and (server-cli) how SIGTERM ends
     them. Clients bind 127.0.0.2, .3, ... in turn: one source address has ~28k ports."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = count + 1024
-    if hard < want:
-        try:  # root may raise the hard limit too (the servers inherit it)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
-            hard = want
-        except (ValueError, OSError):
-            count = max(100, hard - 1024)
-            print(f"  open-files hard limit {hard}: {count} connections only", flush=True)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 1024)), hard))
+    count = allow_open_files(count)
     per_address = 20000
     results = {}
     for name in contenders:
@@ -634,8 +640,7 @@ def s_time(port, secs, mode):
 
 def idle_tls_rss(server, port, count, context):
     """Worker RSS per open idle TLS connection (each made one request), in KiB."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 256)), hard))
+    count = allow_open_files(count)
     before = sum(rss_kib(p) or 0 for p in server.children())
     conns = []
     try:
@@ -715,8 +720,7 @@ def open_websockets(port, count, batch=250):
 
 def websocket_memory(contenders, count):
     """RSS per open idle WebSocket connection (the process tree's growth over `count`)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 1024)), hard))
+    count = allow_open_files(count)
     results = {}
     for name in contenders:
         port = free_port()

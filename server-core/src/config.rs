@@ -109,7 +109,7 @@ pub struct ServerConfig {
     /// `None`. Served by a small child of the parent from memory the workers share.
     pub metrics_bind: Option<std::net::SocketAddr>,
     /// Resident memory (bytes) above which a worker is replaced like a request quota
-    /// (replacement first, then the old one drains); sampled every second by the parent.
+    /// (replacement first, then the old one drains); sampled every 250 ms by the parent.
     pub limit_max_memory: Option<u64>,
 }
 

@@ -91,7 +91,7 @@ pub(crate) enum Event {
     WorkerHeartbeat(Pid),
     /// A worker has served its request quota and asks to be replaced.
     WorkerQuotaReached(Pid),
-    /// A worker's resident memory is above `--limit-max-memory` (sampled every second).
+    /// A worker's resident memory is above `--limit-max-memory` (sampled every 250 ms).
     WorkerOverMemory {
         /// Which one.
         pid: Pid,

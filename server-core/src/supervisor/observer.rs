@@ -1,6 +1,6 @@
 //! What the parent watches for the metrics and for `--limit-max-memory`, without an async
 //! runtime: which slot of the shared region each worker has, the accept queue (every
-//! 100 ms), each worker's RSS and CPU (every second, from `/proc`), how long each drain
+//! 100 ms), each worker's RSS and CPU (every 250 ms, from `/proc`), how long each drain
 //! took, and which workers are above the memory limit (reported as events to the machine,
 //! which decides).
 
