@@ -7,6 +7,7 @@ Writes bench/results/bench.json (or bench-smoke.json) and prints a summary.
 """
 import argparse
 import json
+import multiprocessing
 import os
 import re
 import resource
@@ -459,23 +460,58 @@ def worker_start_and_respawn(runs):
     return result
 
 
-def memory(secs):
+def memory_kib(pid):
+    """RSS, PSS (shared pages divided among the processes that map them) and USS (pages
+    only this process maps) of `pid`, in KiB, from /proc/PID/smaps_rollup."""
+    fields = {}
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "kB":
+            fields[parts[0].rstrip(":")] = int(parts[1])
+    return {"rss": fields["Rss"], "pss": fields["Pss"],
+            "uss": fields["Private_Clean"] + fields["Private_Dirty"], "anon": fields["Anonymous"]}
+
+
+def memory(secs, starts):
+    """The parent's memory when idle, median over `starts` starts (file pages mapped at
+    start vary from one start to the next), next to a process that runs nothing (`sleep`)
+    in the same run; then the workers' and the parent's RSS under wrk load."""
+    samples = []
+    for _ in range(starts):
+        port = free_port()
+        server = Server(contender_command("server-cli", port, 2), port)
+        try:
+            server.wait_for(lambda l: "all workers are ready" in l)
+            time.sleep(0.2)
+            samples.append(memory_kib(server.proc.pid))
+        finally:
+            server.kill()
+    idle_sleep = subprocess.Popen(["sleep", "30"])
+    try:
+        time.sleep(0.2)
+        reference = memory_kib(idle_sleep.pid)
+    finally:
+        idle_sleep.kill()
+        idle_sleep.wait()
+    parent = {key: statistics.median(s[key] for s in samples) for key in samples[0]}
     port = free_port()
     server = Server(contender_command("server-cli", port, 2), port)
     try:
         server.wait_for(lambda l: "all workers are ready" in l)
         time.sleep(0.2)
-        idle = {"parent_kib": rss_kib(server.proc.pid),
-                "workers_kib": [rss_kib(p) for p in server.children()]}
+        idle_workers = [rss_kib(p) for p in server.children()]
         _, loaded = wrk(port, secs, 64, False, during=lambda: {
             "parent_kib": rss_kib(server.proc.pid),
             "workers_kib": [rss_kib(p) for p in server.children()]})
     finally:
         server.kill()
-    print(f"  RSS idle: parent {idle['parent_kib']} KiB, workers {idle['workers_kib']} KiB; "
-          f"under load: parent {loaded['parent_kib']} KiB, workers {loaded['workers_kib']} KiB",
-          flush=True)
-    return {"idle": idle, "under_load": loaded}
+    print(f"  parent idle, median of {starts} starts: RSS {parent['rss']} KiB (PSS {parent['pss']}, "
+          f"USS {parent['uss']}, anonymous {parent['anon']}); `sleep` in the same run: RSS "
+          f"{reference['rss']} KiB; workers idle {idle_workers} KiB; under load: parent "
+          f"{loaded['parent_kib']} KiB, workers {loaded['workers_kib']} KiB", flush=True)
+    return {"idle": {"parent_kib": parent["rss"], "parent": parent, "starts": starts,
+                     "parent_samples": samples, "workers_kib": idle_workers},
+            "sleep_process": reference, "under_load": loaded}
 
 
 def scale(worker_counts, secs):
@@ -531,62 +567,147 @@ def idle_connections_at_shutdown(count):
     return result
 
 
-def many_connections(count, contenders):
-    """`count` idle keep-alive connections (each made one request) on 2 workers, next to
-    plain axum: time to open them all, RSS per connection, and (server-cli) how SIGTERM ends
-    them. Clients bind 127.0.0.2, .3, ... in turn: one source address has ~28k ports."""
-    count = allow_open_files(count)
-    per_address = 20000
-    results = {}
-    for name in contenders:
-        port = free_port()
-        server = Server(contender_command(name, port), port)
-        conns = []
-        try:
-            time.sleep(0.5)
-            before = tree_rss_kib(server)
-            t0 = time.perf_counter()
-            for start in range(0, count, 500):
-                batch = []
-                for i in range(start, min(count, start + 500)):
-                    s = socket.socket()
-                    s.bind((f"127.0.0.{2 + i // per_address}", 0))
-                    s.settimeout(30)
-                    s.connect(("127.0.0.1", port))
-                    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                    batch.append(s)
-                for s in batch:
-                    data = b""
-                    while not data.endswith(b"}"):
-                        data += s.recv(4096)
-                conns.extend(batch)
-            opened = time.perf_counter() - t0
-            time.sleep(1.0)
-            held = tree_rss_kib(server)
-            r = {"connections": count, "seconds_to_open_all": round(opened, 2),
-                 "rss_kib_before": before, "rss_kib_held": held,
-                 "rss_kib_per_connection": round((held - before) / count, 2)}
-            if name == "server-cli":
-                r["exit_after_s"] = round(server.stop(), 3)
-                clean = reset = other = 0
-                for s in conns:
-                    try:
-                        clean += 1 if s.recv(4096) == b"" else 0
-                    except ConnectionResetError:
-                        reset += 1
-                    except OSError:
-                        other += 1
-                r.update(closed_cleanly=clean, reset=reset, other=other)
-        finally:
+OPEN_FILES_RESERVE = 256  # descriptors a process needs besides its connections
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # linux/in.h
+
+
+def hold_connections(port, source, count, pipe):
+    """Client process: opens `count` idle keep-alive connections from `source`, each making
+    one request (batches of 100: plain axum's accept queue holds 128), reports "opened",
+    then on "check" reads how each one ends (FIN, reset, other) and reports the counts."""
+    conns = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1:] * 2)
+        for start in range(0, count, 100):
+            batch = []
+            for _ in range(start, min(count, start + 100)):
+                s = socket.socket()
+                # The port is picked at connect, for the whole 4-tuple: fast with thousands
+                # bound, and not taken by an earlier run's TIME_WAIT to another server port.
+                s.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                s.bind((source, 0))
+                s.settimeout(30)
+                s.connect(("127.0.0.1", port))
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                batch.append(s)
+            for s in batch:
+                data = b""
+                while not data.endswith(b"}"):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        raise RuntimeError("closed before the response")
+                    data += chunk
+            conns.extend(batch)
+        pipe.send(("opened", len(conns)))
+        if pipe.recv() == "check":
+            clean = reset = other = 0
             for s in conns:
-                s.close()
-            server.kill()
-        results[name] = r
-        print(f"  {name:14} {count} idle connections opened in {r['seconds_to_open_all']} s, "
-              f"{r['rss_kib_per_connection']} KiB each"
-              + (f"; SIGTERM: {r['closed_cleanly']} FIN, {r['reset']} reset, {r['other']} other, "
-                 f"exit after {r['exit_after_s']} s" if "exit_after_s" in r else ""), flush=True)
-    return results
+                try:
+                    clean += 1 if s.recv(4096) == b"" else 0
+                except ConnectionResetError:
+                    reset += 1
+                except OSError:
+                    other += 1
+            pipe.send((clean, reset, other))
+    except Exception as e:  # reported to the bench, which fails the section
+        pipe.send(("error", f"{source}: {e}"))
+    finally:
+        for s in conns:
+            s.close()
+
+
+def idle_connections_run(name, workers, count, per_client):
+    """One server holding `count` idle keep-alive connections from client processes of at
+    most `per_client` each: time to open them all, RSS per connection, and (server-cli) how
+    SIGTERM ends them."""
+    ctx = multiprocessing.get_context("fork")
+    port = free_port()
+    server = Server(contender_command(name, port, workers), port)
+    clients = []
+    try:
+        time.sleep(0.5)
+        before = tree_rss_kib(server)
+        t0 = time.perf_counter()
+        for k, start in enumerate(range(0, count, per_client)):
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(target=hold_connections,
+                               args=(port, f"127.0.0.{2 + k}", min(per_client, count - start), theirs))
+            proc.start()
+            clients.append((proc, ours))
+        opened = [pipe.recv() for _, pipe in clients]
+        took = time.perf_counter() - t0
+        errors = [o[1] for o in opened if o[0] == "error"]
+        if errors:
+            raise RuntimeError(f"{name}: {errors[0]}")
+        time.sleep(1.0)
+        held = tree_rss_kib(server)
+        r = {"contender": name, "workers": workers if name == "server-cli" else 1,
+             "connections": count, "client_processes": len(clients),
+             "seconds_to_open_all": round(took, 2), "rss_kib_before": before, "rss_kib_held": held,
+             "rss_kib_per_connection": round((held - before) / count, 2)}
+        if name == "server-cli":
+            r["exit_after_s"] = round(server.stop(), 3)
+            for _, pipe in clients:
+                pipe.send("check")
+            ends = [pipe.recv() for _, pipe in clients]
+            r.update(closed_cleanly=sum(e[0] for e in ends), reset=sum(e[1] for e in ends),
+                     other=sum(e[2] for e in ends))
+        else:
+            for _, pipe in clients:
+                pipe.send("close")
+    finally:
+        server.kill()
+        for proc, _ in clients:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+    print(f"  {name:14} {r['workers']} worker(s), {count} idle connections opened in "
+          f"{r['seconds_to_open_all']} s, {r['rss_kib_per_connection']} KiB each"
+          + (f"; SIGTERM: {r['closed_cleanly']} FIN, {r['reset']} reset, {r['other']} other, "
+             f"exit after {r['exit_after_s']} s" if "exit_after_s" in r else ""), flush=True)
+    return r
+
+
+def many_connections(count, rounds, workers=2):
+    """`count` idle keep-alive connections on `workers` server-cli workers next to plain axum
+    (one process), `rounds` alternating runs each in ABBA order (the time to open them is mostly the
+    client's, and varies by 20 % from run to run: medians are compared). Each process's
+    open-files hard limit caps what it can hold: when `count` does not fit, the comparison
+    runs at what one process holds, then server-cli alone holds as many as its workers fit,
+    then `count` on as many workers as it takes."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    per_process = hard - OPEN_FILES_RESERVE
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    common = min(count, per_process)
+    if common < count:
+        print(f"  open-files hard limit {hard} per process: {count} connections do not fit in "
+              f"plain axum's one process, nor in {workers} workers", flush=True)
+    runs = []
+    for round_number in range(rounds):
+        order = [("server-cli", workers), ("axum-baseline", 1)]
+        if round_number % 2:  # ABBA: the machine's drift over the rounds falls on both
+            order.reverse()
+        runs.extend(idle_connections_run(name, w, common, per_process) for name, w in order)
+    comparison = {}
+    for name in ("server-cli", "axum-baseline"):
+        mine = [r for r in runs if r["contender"] == name]
+        comparison[name] = {
+            "connections": common,
+            "seconds_to_open_all_median": round(statistics.median(r["seconds_to_open_all"] for r in mine), 2),
+            "rss_kib_per_connection_median": round(statistics.median(r["rss_kib_per_connection"] for r in mine), 2)}
+    # A worker may hold a few more than its share while the other is out of descriptors.
+    most_on_workers = min(count, workers * per_process * 49 // 50)
+    if most_on_workers > common:
+        runs.append(idle_connections_run("server-cli", workers, most_on_workers, per_process))
+    if most_on_workers < count:
+        needed = -(-count * 50 // (per_process * 49))
+        runs.append(idle_connections_run("server-cli", needed, count, per_process))
+    ours, theirs = comparison["server-cli"], comparison["axum-baseline"]
+    print(f"  medians of {rounds}: server-cli opened {common} in {ours['seconds_to_open_all_median']} s "
+          f"({ours['rss_kib_per_connection_median']} KiB each), plain axum in "
+          f"{theirs['seconds_to_open_all_median']} s ({theirs['rss_kib_per_connection_median']} KiB each)",
+          flush=True)
+    return {"open_files_hard_limit": hard, "rounds": rounds, "comparison": comparison, "runs": runs}
 
 
 def tls_certificate(tmp):
@@ -696,9 +817,9 @@ def tree_rss_kib(server):
     return sum(rss_kib(p) or 0 for p in [server.proc.pid] + server.children())
 
 
-def open_websockets(port, count, batch=250):
+def open_websockets(port, count, batch=100):
     """Opens `count` idle WebSockets (upgrade written by hand; 101 read), in batches so the
-    accept queue never overflows; returns the sockets."""
+    accept queue never overflows (plain axum's holds 128); returns the sockets."""
     conns = []
     while len(conns) < count:
         fresh = [socket.create_connection(("127.0.0.1", port), timeout=30)
@@ -804,13 +925,13 @@ def main():
         ("shutdown_with_10s_hook", "shutdown with the seed's 10 s hook",
          None if smoke else lambda: {"2": shutdown_with_hook(2), "8": shutdown_with_hook(8)}),
         ("worker_start", "worker start", lambda: worker_start_and_respawn(runs)),
-        ("memory", "memory", lambda: memory(max(secs, 2))),
+        ("memory", "memory", lambda: memory(max(secs, 2), 3 if smoke else 9)),
         ("scale_keepalive_rps", "scale",
          lambda: scale([1, 2] if smoke else [1, 2, 4, 8], max(secs // 2, 1))),
         ("idle_keepalive_shutdown", "idle keep-alive connections during a shutdown",
          lambda: idle_connections_at_shutdown(100 if smoke else 1000)),
         ("many_connections", "idle keep-alive connections on 2 workers, next to plain axum",
-         lambda: many_connections(500 if smoke else 50000, ["server-cli", "axum-baseline"])),
+         lambda: many_connections(500 if smoke else 50000, 1 if smoke else 6)),
         ("harness_vs_wrk", "the harness's speed next to wrk's", lambda: harness_vs_wrk(2 if smoke else 10)),
         ("metrics_cost", "the cost of --metrics-bind (wrk -t2 -c64, alternating runs)",
          lambda: metrics_cost(1 if smoke else 10, 1 if smoke else 3, not smoke)),
