@@ -27,12 +27,12 @@ use tokio::net::TcpStream;
 use crate::metrics::region::{this_worker_with_index, Region, SlotState, WorkerSlot};
 
 /// Longest time a worker with more connections than another lets that one accept first.
-/// Measured (`scripts/bench.sh --only balance`, wrk with a new connection per request):
-/// 200 us cost 10-20 % of the new-connection throughput against no gate (holds for a
-/// worker busy with its own requests), 100 us about half that, and 16 keep-alive clients
-/// arriving at once still land 8/8 on 2 workers and 4/4/4/4 on 4; at 50 us that burst
-/// sometimes went 7/9 and 2/3/9/2.
-pub(crate) const HOLD: Duration = Duration::from_micros(100);
+/// Measured on 2 cores with 16 keep-alive clients arriving at once on 4 workers (6 runs
+/// each): at 100 us one run put every connection off by one or more (a worker not
+/// scheduled in time), at 150 and 200 us none. Under a new connection per request, holds
+/// cost throughput (wrk's closed loop waits out each one); 200 us measured 10-20 % below
+/// no gate, 150 and 100 us the same as each other within the noise.
+pub(crate) const HOLD: Duration = Duration::from_micros(150);
 
 /// A second registration of the listening socket, for readiness without accepting.
 pub(crate) struct AcceptGate {
