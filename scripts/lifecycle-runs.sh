@@ -23,7 +23,9 @@ run() {  # name, harness options..., -- server command
 run hup-every-2s-load            --scenario reload --signal HUP --signal-every 2 --signal-after 2 --expect-workers 2 -- $server
 run usr2-upgrade-load            --scenario load --signal USR2 -- $server
 run usr2-upgrade-keepalive       --scenario keepalive --signal USR2 -- $server
-run ttou-then-ttin-keepalive     --scenario keepalive --signal TTOU,TTIN --signal-after 6 --signal-every 7 --expect-workers 2 -- $server
+# TTOU at 30 % of the run, TTIN halfway through the rest (6 s and 14 s of 20); the signals
+# cycle, and the next TTOU falls past the end.
+run ttou-then-ttin-keepalive     --scenario keepalive --signal TTOU,TTIN --signal-after $((duration * 3 / 10)) --signal-every $(((duration - duration * 3 / 10) / 2 + 1)) --expect-workers 2 -- $server
 run max-requests-200-keepalive   --scenario keepalive --signal none --expect-workers 2 -- $server --limit-max-requests 200
 run max-requests-200-load        --scenario load --signal none --expect-workers 2 -- $server --limit-max-requests 200
 run kill-worker-load             --scenario load --signal kill-worker --expect-workers 2 -- $server

@@ -28,10 +28,10 @@ use crate::metrics::region::{this_worker_with_index, Region, SlotState, WorkerSl
 
 /// Longest time a worker with more connections than another lets that one accept first.
 /// Measured on 2 cores with 16 keep-alive clients arriving at once on 4 workers (6 runs
-/// each): at 100 us one run put every connection off by one or more (a worker not
-/// scheduled in time), at 150 and 200 us none. Under a new connection per request, holds
-/// cost throughput (wrk's closed loop waits out each one); 200 us measured 10-20 % below
-/// no gate, 150 and 100 us the same as each other within the noise.
+/// each): at 100 us one run placed connections wrong (a worker not scheduled in time), at
+/// 150 and 200 us none. Under a new connection per request every hold delays an accept:
+/// next to no gate, 200 us measured 19-20 % lower in three batches, 100 and 150 us 11-26 %
+/// (no difference this VM's noise can show); 150 us is the shortest that kept bursts even.
 pub(crate) const HOLD: Duration = Duration::from_micros(150);
 
 /// A second registration of the listening socket, for readiness without accepting.
