@@ -551,6 +551,21 @@ def scale(worker_counts, secs):
     return out
 
 
+def how_they_ended(conns, timeout=5):
+    """How each idle connection ended once the server stopped: (closed with a FIN, reset,
+    anything else such as a timeout)."""
+    clean = reset = other = 0
+    for s in conns:
+        s.settimeout(timeout)
+        try:
+            clean += 1 if s.recv(4096) == b"" else 0
+        except ConnectionResetError:
+            reset += 1
+        except OSError:
+            other += 1
+    return clean, reset, other
+
+
 def idle_connections_at_shutdown(count):
     count = allow_open_files(count)
     port = free_port()
@@ -569,15 +584,7 @@ def idle_connections_at_shutdown(count):
                 data += s.recv(4096)
         held = [rss_kib(p) for p in server.children()]
         took = server.stop()
-        clean, reset, other = 0, 0, 0
-        for s in conns:
-            s.settimeout(5)
-            try:
-                clean += 1 if s.recv(4096) == b"" else 0
-            except ConnectionResetError:
-                reset += 1
-            except OSError:
-                other += 1
+        clean, reset, other = how_they_ended(conns)
     finally:
         for s in conns:
             s.close()
@@ -623,15 +630,7 @@ def hold_connections(port, source, count, pipe):
             conns.extend(batch)
         pipe.send(("opened", len(conns)))
         if pipe.recv() == "check":
-            clean = reset = other = 0
-            for s in conns:
-                try:
-                    clean += 1 if s.recv(4096) == b"" else 0
-                except ConnectionResetError:
-                    reset += 1
-                except OSError:
-                    other += 1
-            pipe.send((clean, reset, other))
+            pipe.send(how_they_ended(conns))
     except Exception as e:  # reported to the bench, which fails the section
         pipe.send(("error", f"{source}: {e}"))
     finally:
