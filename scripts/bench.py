@@ -604,10 +604,10 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # linu
 def hold_connections(port, source, count, pipe):
     """Client process: opens `count` idle keep-alive connections from `source`, each making
     one request (batches of 100: plain axum's accept queue holds 128), reports "opened",
-    then on "check" reads how each one ends (FIN, reset, other) and reports the counts."""
+    then on "check" reads how each one ends (FIN, reset, other) and reports the counts.
+    Forked after `many_connections` raised the soft open-files limit: it inherits it."""
     conns = []
     try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1:] * 2)
         for start in range(0, count, 100):
             batch = []
             for _ in range(start, min(count, start + 100)):
