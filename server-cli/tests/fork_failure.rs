@@ -33,19 +33,36 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 static COPIES: AtomicUsize = AtomicUsize::new(0);
 
 /// A copy of server-cli that `nobody` can execute (the build directory may not be
-/// reachable for other users), in a directory of its own.
-fn binary_for_nobody() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "fork-failure-{}-{}",
-        std::process::id(),
-        COPIES.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let binary = dir.join("server-cli");
-    std::fs::copy(server_cli(), &binary).unwrap();
-    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
-    binary
+/// reachable for other users), in a directory of its own that is removed when dropped: the
+/// copy is the size of the debug binary, and a run must not leave it behind.
+struct BinaryForNobody {
+    dir: std::path::PathBuf,
+}
+
+impl BinaryForNobody {
+    fn copy() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "fork-failure-{}-{}",
+            std::process::id(),
+            COPIES.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = Self { dir };
+        std::fs::copy(server_cli(), copy.path()).unwrap();
+        std::fs::set_permissions(copy.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        copy
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.join("server-cli")
+    }
+}
+
+impl Drop for BinaryForNobody {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Sets `RLIMIT_NPROC` (soft and hard) of the calling process.
@@ -87,13 +104,14 @@ impl Drop for Placeholder {
 
 /// Starts `server-cli --workers 2` as `nobody` next to a placeholder: one worker forks,
 /// the second fork fails with EAGAIN. `None` when the test cannot change users here.
-fn start_limited() -> Option<(RunningServer, Placeholder)> {
+fn start_limited() -> Option<(RunningServer, Placeholder, BinaryForNobody)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: needs root to run the server as another user");
         return None;
     }
-    let mut command = Command::new(binary_for_nobody());
+    let binary = BinaryForNobody::copy();
+    let mut command = Command::new(binary.path());
     command
         .args([
             "--port",
@@ -110,13 +128,13 @@ fn start_limited() -> Option<(RunningServer, Placeholder)> {
         command.pre_exec(|| set_process_limit(NPROC_LIMIT));
     }
     let placeholder = Placeholder::start();
-    Some((RunningServer::start_command(command), placeholder))
+    Some((RunningServer::start_command(command), placeholder, binary))
 }
 
 #[test]
 fn a_failed_fork_is_retried_until_the_worker_count_is_reached() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some((mut server, placeholder)) = start_limited() else {
+    let Some((mut server, placeholder, _binary)) = start_limited() else {
         return;
     };
     server.wait_for_line("cannot start a worker: cannot fork: Resource temporarily unavailable");
@@ -142,7 +160,7 @@ fn a_failed_fork_is_retried_until_the_worker_count_is_reached() {
 #[test]
 fn a_stop_while_forks_fail_is_clean() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some((mut server, _placeholder)) = start_limited() else {
+    let Some((mut server, _placeholder, _binary)) = start_limited() else {
         return;
     };
     server.wait_for_lines("cannot start a worker", 2);
