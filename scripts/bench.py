@@ -495,6 +495,22 @@ def memory_kib(pid):
             "uss": fields["Private_Clean"] + fields["Private_Dirty"], "anon": fields["Anonymous"]}
 
 
+def binary_layout(binary):
+    """Whether the release link laid out the parent's code (server-cli/build.rs): packed
+    relocations present, and how many of the order file's functions the binary has (the file
+    covers two builds, `-p server-cli` and `--workspace`; a count far below its half means
+    the file is stale: scripts/order-parent-code.sh writes it again)."""
+    order = os.path.join(ROOT, "server-cli", "parent-code.order")
+    ordered = {l.strip() for l in open(order) if l.strip() and not l.startswith("#")}
+    symbols = subprocess.run(["nm", "--defined-only", binary], capture_output=True,
+                             text=True, check=True).stdout.split()
+    sections = subprocess.run(["readelf", "-SW", binary], capture_output=True, text=True,
+                              check=True).stdout
+    return {"packed_relocations": ".relr.dyn" in sections,
+            "order_file_functions": len(ordered),
+            "order_file_functions_in_binary": len(ordered.intersection(symbols))}
+
+
 def memory(secs, starts):
     """The parent's memory when idle, median over `starts` starts (file pages mapped at
     start vary from one start to the next), next to a process that runs nothing (`sleep`)
@@ -528,13 +544,20 @@ def memory(secs, starts):
             "workers_kib": [rss_kib(p) for p in server.children()]})
     finally:
         server.kill()
+    layout = binary_layout(SERVER_CLI)
+    print(f"  layout: packed relocations {layout['packed_relocations']}, "
+          f"{layout['order_file_functions_in_binary']} of the order file's "
+          f"{layout['order_file_functions']} functions in the binary", flush=True)
+    if layout["order_file_functions_in_binary"] < layout["order_file_functions"] // 4:
+        print("  WARNING: server-cli/parent-code.order is stale (a new toolchain or new "
+              "dependencies?): run scripts/order-parent-code.sh", flush=True)
     print(f"  parent idle, median of {starts} starts: RSS {parent['rss']} KiB (PSS {parent['pss']}, "
           f"USS {parent['uss']}, anonymous {parent['anon']}); `sleep` in the same run: RSS "
           f"{reference['rss']} KiB; workers idle {idle_workers} KiB; under load: parent "
           f"{loaded['parent_kib']} KiB, workers {loaded['workers_kib']} KiB", flush=True)
     return {"idle": {"parent_kib": parent["rss"], "parent": parent, "starts": starts,
                      "parent_samples": samples, "workers_kib": idle_workers},
-            "sleep_process": reference, "under_load": loaded}
+            "sleep_process": reference, "under_load": loaded, "layout": layout}
 
 
 def scale(worker_counts, secs):
