@@ -28,7 +28,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed={ORDER_FILE}");
     println!("cargo:rerun-if-env-changed={OPT_OUT}");
-    if why_plain_layout().is_some() {
+    if !wants_ordered_layout() {
         return;
     }
     let order = Path::new(&env("CARGO_MANIFEST_DIR")).join(ORDER_FILE);
@@ -45,22 +45,15 @@ fn main() {
     }
 }
 
-/// Why this build keeps the plain layout, if it does: only release builds for the machine
-/// that builds them (the probe has to run) on Linux with glibc get the ordered one.
-fn why_plain_layout() -> Option<&'static str> {
-    if std::env::var_os(OPT_OUT).is_some_and(|v| !v.is_empty() && v != "0") {
-        return Some("asked for");
-    }
-    if env("PROFILE") != "release" {
-        return Some("not a release build");
-    }
-    if env("TARGET") != env("HOST") {
-        return Some("cross-compiled");
-    }
-    if env("CARGO_CFG_TARGET_OS") != "linux" || env("CARGO_CFG_TARGET_ENV") != "gnu" {
-        return Some("not Linux with glibc");
-    }
-    None
+/// Whether this build gets the ordered layout: release builds for the machine that builds
+/// them (the probe has to run there) on Linux with glibc, unless asked not to.
+fn wants_ordered_layout() -> bool {
+    let opted_out = std::env::var_os(OPT_OUT).is_some_and(|v| !v.is_empty() && v != "0");
+    !opted_out
+        && env("PROFILE") == "release"
+        && env("TARGET") == env("HOST")
+        && env("CARGO_CFG_TARGET_OS") == "linux"
+        && env("CARGO_CFG_TARGET_ENV") == "gnu"
 }
 
 /// The linker options of the ordered layout.
