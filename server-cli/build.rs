@@ -21,6 +21,14 @@ use std::process::Command;
 
 /// The order file, next to this script.
 const ORDER_FILE: &str = "parent-code.order";
+/// What linkers say when they refuse an option or cannot read the order file.
+const LINKER_REFUSALS: [&str; 5] = [
+    "unrecognized option",
+    "unknown option",
+    "unknown -z",
+    "cannot open",
+    "cannot find",
+];
 /// Opts out of the layout (to measure it, or to rule it out).
 const OPT_OUT: &str = "SERVER_CLI_PLAIN_LAYOUT";
 
@@ -71,12 +79,8 @@ fn probe(link_args: &[String]) -> Result<(), String> {
     let out_dir = PathBuf::from(env("OUT_DIR"));
     let source = out_dir.join("layout_probe.rs");
     let binary = out_dir.join("layout_probe");
-    std::fs::write(
-        &source,
-        "fn main() { let v: Vec<String> = std::env::args().collect(); \
-         std::process::exit(if v.is_empty() { 1 } else { 0 }) }\n",
-    )
-    .map_err(|e| format!("cannot write {}: {e}", source.display()))?;
+    std::fs::write(&source, "fn main() {}\n")
+        .map_err(|e| format!("cannot write {}: {e}", source.display()))?;
     let mut rustc = Command::new(env("RUSTC"));
     rustc.args(["--edition", "2021", "--crate-type", "bin", "-o"]);
     rustc.arg(&binary).arg(&source);
@@ -89,9 +93,7 @@ fn probe(link_args: &[String]) -> Result<(), String> {
         .output()
         .map_err(|e| format!("cannot run rustc: {e}"))?;
     if !linked.status.success() {
-        let stderr = String::from_utf8_lossy(&linked.stderr);
-        let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-        return Err(format!("link failed: {}", first.trim()));
+        return Err(format!("link failed: {}", linker_complaint(&linked.stderr)));
     }
     let ran = Command::new(&binary)
         .output()
@@ -101,6 +103,22 @@ fn probe(link_args: &[String]) -> Result<(), String> {
         return Err(format!("the probe did not run: {}", stderr.trim()));
     }
     Ok(())
+}
+
+/// The line of rustc's report that says what the linker refused (rustc's own first line
+/// only says that linking failed).
+fn linker_complaint(stderr: &[u8]) -> String {
+    let stderr = String::from_utf8_lossy(stderr);
+    let lines = || {
+        stderr
+            .lines()
+            .map(|l| l.trim().trim_start_matches("= note:").trim())
+    };
+    lines()
+        .find(|l| LINKER_REFUSALS.iter().any(|w| l.contains(w)))
+        .or_else(|| lines().find(|l| !l.is_empty()))
+        .unwrap_or("no output")
+        .to_string()
 }
 
 /// A variable cargo always sets for build scripts.
