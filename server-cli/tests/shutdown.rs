@@ -60,10 +60,10 @@ fn seed_experiment_drops_nothing_and_runs_hooks_in_parallel() {
     );
 }
 
-/// The `load` scenario at test size (16 clients) against two workers with this drain.
-fn load_run(drain: &str) -> Report {
+/// The `load` scenario against two workers with this drain, `clients` back to back.
+fn load_run(drain: &str, clients: usize) -> Report {
     let overrides = TrafficOverrides {
-        clients: Some(16),
+        clients: Some(clients),
         ..TrafficOverrides::default()
     };
     let args = [
@@ -78,43 +78,57 @@ fn load_run(drain: &str) -> Report {
 
 #[test]
 fn load_with_new_connections_drops_nothing_with_the_ebpf_drain() {
-    let report = load_run("ebpf");
+    let report = load_run("ebpf", 16);
     assert_zero_drop(&report);
     assert!(exit_after(&report) < 1.0);
 }
 
+/// Runs of the close fallback per test: the residual race costs at most one reset in a
+/// run, so several runs tell it from a regression (the accept gate's copy of the socket
+/// held open past the drain reset 17-31 per run, issue 25).
+const CLOSE_FALLBACK_RUNS: usize = 3;
+
 #[test]
-fn load_with_the_close_fallback_refuses_and_loses_only_queued_connections_to_resets() {
-    let report = load_run("close");
-    // The fallback has a residual race: a connection that lands in the queue between the
-    // last worker's final accept and its close is reset (README: 1 drop in 20 runs of the
-    // full-size load scenario on an idle machine; more when that worker is preempted in
-    // between). What it must never do is leave a client hanging: every loss is a reset
-    // seen before the server has exited, and the rest is answered or refused.
-    let s = &report.summary;
-    let exit = exit_after(&report);
-    let hung: Vec<_> = report
-        .requests
-        .iter()
-        .filter(|r| r.outcome.is_drop() && r.outcome != Outcome::Reset)
-        .collect();
-    assert!(hung.is_empty(), "{hung:?}\n{}", report.text());
-    // The last worker's close resets what is still queued, and the parent exits right
-    // after: a client task may take the reset a few milliseconds after the harness saw the
-    // exit (found by CI: resets at +5..8 ms, exit at +6 ms).
-    if let Some(last) = s.last_drop_after_signal {
+fn load_with_the_close_fallback_refuses_and_loses_at_most_one_queued_connection() {
+    for run in 1..=CLOSE_FALLBACK_RUNS {
+        // The full-size load scenario (32 clients), as the README's repeated runs.
+        let report = load_run("close", 32);
+        // The fallback has a residual race: a connection that lands in the queue between
+        // the last worker's final accept and its close is reset (README: about 1 drop in
+        // 20 runs on an idle machine; at most one when that worker is preempted in
+        // between). What it must never do is leave a client hanging: every loss is a
+        // reset seen before the server has exited, and the rest is answered or refused.
+        let s = &report.summary;
+        let exit = exit_after(&report);
         assert!(
-            last <= exit + 0.1,
-            "a reset after the exit\n{}",
+            s.dropped <= 1,
+            "run {run}: {} dropped\n{}",
+            s.dropped,
             report.text()
         );
+        let hung: Vec<_> = report
+            .requests
+            .iter()
+            .filter(|r| r.outcome.is_drop() && r.outcome != Outcome::Reset)
+            .collect();
+        assert!(hung.is_empty(), "{hung:?}\n{}", report.text());
+        // The last worker's close resets what is still queued, and the parent exits right
+        // after: a client task may take the reset a few milliseconds after the harness saw
+        // the exit (found by CI: resets at +5..8 ms, exit at +6 ms).
+        if let Some(last) = s.last_drop_after_signal {
+            assert!(
+                last <= exit + 0.1,
+                "a reset after the exit\n{}",
+                report.text()
+            );
+        }
+        assert!(
+            s.ok > 0 && s.refused > 0 && s.orphans.is_empty(),
+            "{}",
+            report.text()
+        );
+        assert!(exit < 1.0);
     }
-    assert!(
-        s.ok > 0 && s.refused > 0 && s.orphans.is_empty(),
-        "{}",
-        report.text()
-    );
-    assert!(exit < 1.0);
 }
 
 #[test]

@@ -191,6 +191,7 @@ async fn drain<L: WorkerListener>(
     // supervisor now waits for this worker's exit, under its own deadline.
     reporter.abort();
     accept.context.draining.cancel();
+    let mut accept = accept;
     accept.drain_queue(listener);
     accept.connections.close();
     if tokio::time::timeout_at(deadline, accept.connections.wait())
@@ -295,9 +296,13 @@ impl Acceptor<'_> {
         }
     }
 
-    /// Accepts every connection still queued, then closes this worker's copy of the
-    /// listener (it is dropped here). Nothing waits between the last accept and the close.
-    fn drain_queue<L: WorkerListener>(&self, listener: L) {
+    /// Accepts every connection still queued, then closes this worker's copies of the
+    /// listener (it and the accept gate's duplicate are dropped here). Nothing waits
+    /// between the last accept and the close. The gate's copy must go with the listener:
+    /// kept until the connections are drained, it would hold the socket open after the
+    /// other workers closed theirs, and whatever the kernel queued meanwhile would be
+    /// reset when it is finally dropped (the close fallback's drops under load, issue 25).
+    fn drain_queue<L: WorkerListener>(&mut self, listener: L) {
         loop {
             match listener.accept_queued() {
                 Ok((stream, peer)) => self.serve(stream, peer),
@@ -309,6 +314,7 @@ impl Acceptor<'_> {
                 }
             }
         }
+        drop(self.gate.take());
         drop(listener);
     }
 
