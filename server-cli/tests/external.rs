@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use common::harness::{plan, run};
+use common::{server_cli, RunningServer};
 use nix::sys::signal::Signal;
 use shutdown_harness::Disruption;
 use shutdown_harness::Scenario;
@@ -18,6 +19,55 @@ fn fixture() -> String {
         "{}/tests/fixtures/fd3_server.py",
         env!("CARGO_MANIFEST_DIR")
     )
+}
+
+fn stdlib_fixture() -> String {
+    format!(
+        "{}/tests/fixtures/fd3_stdlib_server.py",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// Starts two standard-library workers waiting in `loop_kind` (poll or select), with a
+/// health timeout longer than the test's wait: readiness must be observed, not assumed.
+fn stdlib_workers(loop_kind: &str) -> RunningServer {
+    let fixture = stdlib_fixture();
+    let mut command = std::process::Command::new(server_cli());
+    command
+        .args(["--port", "0", "--workers", "2", "--no-access-log"])
+        .args([
+            "--timeout-worker-healthcheck",
+            "60",
+            "--",
+            "python3",
+            &fixture,
+        ])
+        .env("LOOP", loop_kind);
+    RunningServer::start_command(command)
+}
+
+fn assert_readiness_seen(server: &mut RunningServer, ready_lines: usize) {
+    server.wait_for_lines("all workers are ready", ready_lines);
+    let log = server.log.join("\n");
+    assert!(!log.contains("taking it as ready"), "{log}");
+}
+
+#[test]
+fn workers_that_wait_in_poll_are_seen_ready_at_start_and_at_a_restart() {
+    let mut server = stdlib_workers("poll");
+    assert_readiness_seen(&mut server, 1);
+    server.signal(Signal::SIGHUP);
+    server.wait_for_line("SIGHUP: rolling restart");
+    assert_readiness_seen(&mut server, 2);
+}
+
+#[test]
+fn workers_that_wait_in_select_are_seen_ready_at_start_and_at_a_restart() {
+    let mut server = stdlib_workers("select");
+    assert_readiness_seen(&mut server, 1);
+    server.signal(Signal::SIGHUP);
+    server.wait_for_line("SIGHUP: rolling restart");
+    assert_readiness_seen(&mut server, 2);
 }
 
 #[test]
