@@ -2,7 +2,8 @@
 # --limit-max-memory at work: a worker leaking 10 MiB per request, 10 requests/s (one
 # keep-alive client of the harness on /grow?mib=10), server-cli --workers 2
 # --limit-max-memory 200, 20 s; the same with external workers (a Python server on fd 3
-# that leaks as much per request). A sampler scrapes /metrics every 100 ms: the most RSS a
+# that leaks as much per request), then the standard library's http.server on fd 3 (a poll()
+# loop) with 2 and 4 workers, and the same with replacements that take 5 s to serve. A sampler scrapes /metrics every 100 ms: the most RSS a
 # worker reached, the fewest ready workers, the restarts for memory. Results:
 # bench/results/memory-limit.json.
 #
@@ -19,9 +20,9 @@ def free_port():
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-def run(name, extra, env, path):
+def run(name, extra, env, path, workers=2):
     port, mport = free_port(), free_port()
-    argv = [server_cli, "--workers", "2", "--port", str(port), "--no-access-log",
+    argv = [server_cli, "--workers", str(workers), "--port", str(port), "--no-access-log",
             "--limit-max-memory", "200", "--metrics-bind", f"127.0.0.1:{mport}"] + extra
     log = open(f"/tmp/memory-limit-{name}.log", "w")
     server = subprocess.Popen(argv, stderr=log, env={**os.environ, **env}, start_new_session=True)
@@ -59,11 +60,19 @@ def run(name, extra, env, path):
     print(f"{name:9} {json.dumps(result)}", flush=True)
     return result
 
-fixture = os.path.join(root, "server-cli", "tests", "fixtures", "fd3_server.py")
+fixtures = os.path.join(root, "server-cli", "tests", "fixtures")
+fixture = os.path.join(fixtures, "fd3_server.py")
+# http.server on fd 3: waits in poll(), closes each connection (5-8 requests/s).
+stdlib = ["--", "python3", os.path.join(fixtures, "fd3_stdlib_server.py")]
 results = {
     "limit_mib": 200, "leak": "10 MiB per request, 10 requests/s, one keep-alive client, 20 s",
     "built-in": run("built-in", [], {}, "/grow?mib=10"),
     "external": run("external", ["--", "python3", fixture], {"LEAK_MIB": "10"}, "/"),
+    "stdlib-2": run("stdlib-2", stdlib, {"LEAK_MIB": "10"}, "/"),
+    "stdlib-4": run("stdlib-4", stdlib, {"LEAK_MIB": "10"}, "/", workers=4),
+    # Replacements that take 5 s to serve (an app slow to import).
+    "slow-2": run("slow-2", stdlib, {"LEAK_MIB": "10", "START_SECS": "5"}, "/"),
+    "slow-4": run("slow-4", stdlib, {"LEAK_MIB": "10", "START_SECS": "5"}, "/", workers=4),
 }
 json.dump(results, open(os.path.join(root, "bench", "results", "memory-limit.json"), "w"), indent=1)
 PY

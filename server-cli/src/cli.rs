@@ -66,7 +66,8 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit_max_requests: Option<u64>,
     /// Replace a worker whose resident memory goes above this many MiB (sampled every
-    /// 250 ms; its replacement is ready first). Works for external workers too.
+    /// 250 ms; its replacement is ready first); above 1.2x it drains at once while another
+    /// worker serves, above 1.4x it is killed. Works for external workers too.
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     pub limit_max_memory: Option<u64>,
     /// Let whichever worker wakes first accept each connection, instead of spreading

@@ -287,6 +287,64 @@ fn a_leaking_external_worker_is_replaced_too() {
     );
 }
 
+/// `workers` standard-library workers (poll loop) leaking 10 MiB a request under a 100 MiB
+/// limit, each waiting `start_secs` before it serves; returns the run's outcome as
+/// [`leak_under_limit`] does.
+fn leaking_stdlib_workers(workers: &str, start_secs: &str) -> (bool, String, f64, String) {
+    let fixture = format!(
+        "{}/tests/fixtures/fd3_stdlib_server.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut command = std::process::Command::new(common::server_cli());
+    command
+        .args([
+            "--port",
+            "0",
+            "--workers",
+            workers,
+            "--limit-max-memory",
+            "100",
+        ])
+        .args(["--no-access-log", "--metrics-bind", "127.0.0.1:0"])
+        .args(["--", "python3", &fixture])
+        .env("LEAK_MIB", "10")
+        .env("START_SECS", start_secs);
+    let mut server = RunningServer::start_command(command);
+    leak_under_limit(&mut server, "/", 6.0)
+}
+
+#[test]
+fn leaking_poll_loop_workers_stay_under_one_and_a_half_times_the_limit_with_two_workers() {
+    let (passed, report, most_rss, text) = leaking_stdlib_workers("2", "0");
+    assert!(passed, "{report}");
+    let mib = most_rss / (1024.0 * 1024.0);
+    assert!(mib < 150.0, "a worker reached {mib:.0} MiB");
+    assert!(
+        value(&text, "server_worker_restarts_total{reason=\"memory\"}") >= 2.0,
+        "{text}"
+    );
+}
+
+#[test]
+fn leaking_poll_loop_workers_stay_under_one_and_a_half_times_the_limit_with_four_workers() {
+    let (passed, report, most_rss, _) = leaking_stdlib_workers("4", "0");
+    assert!(passed, "{report}");
+    let mib = most_rss / (1024.0 * 1024.0);
+    assert!(mib < 150.0, "a worker reached {mib:.0} MiB");
+}
+
+#[test]
+fn leaking_workers_slow_to_start_are_drained_or_killed_before_one_and_a_half_times_the_limit() {
+    // Replacements take 2 s to serve: waiting for them alone let workers grow 6x.
+    let (_, report, most_rss, text) = leaking_stdlib_workers("2", "2");
+    let mib = most_rss / (1024.0 * 1024.0);
+    assert!(mib < 150.0, "a worker reached {mib:.0} MiB\n{report}");
+    assert!(
+        value(&text, "server_worker_restarts_total{reason=\"memory\"}") >= 2.0,
+        "{text}"
+    );
+}
+
 /// Requests answered by each worker slot, by slot number.
 fn per_worker_requests(text: &str) -> std::collections::BTreeMap<String, f64> {
     text.lines()

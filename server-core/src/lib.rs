@@ -46,6 +46,7 @@ mod restart_reason;
 mod server;
 mod signals;
 pub mod socket_activation;
+mod steering;
 mod supervisor;
 pub mod tls;
 mod worker;

@@ -1,5 +1,7 @@
 //! The parent's listening sockets: one shared by every worker, or one per worker in a
-//! `SO_REUSEPORT` group.
+//! `SO_REUSEPORT` group (asked with `--reuse-port`, or chosen for external workers when
+//! eBPF is available, with new connections steered to the ready workers: see
+//! [`crate::steering`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,12 +9,13 @@ use std::os::fd::AsFd;
 
 use nix::unistd::Pid;
 
-use super::machine::DrainMode;
+use super::machine::{DrainMode, WorkerProtocol};
 use crate::accept_queue::queued_connections;
 use crate::config::{Bind, ListenerDrain, ListenerMode, ServerConfig};
 use crate::error::{Error, Result};
 use crate::kernel_refusal::RefusalProgram;
 use crate::listener::{self, Listener, ReusePort};
+use crate::steering::SteeringProgram;
 
 /// The parent's copies of the listening sockets.
 #[derive(Debug)]
@@ -36,25 +39,58 @@ pub(crate) enum Listeners {
         by_worker: BTreeMap<Pid, Listener>,
         /// The server is stopping: no new socket joins the group.
         closed: bool,
+        /// For external workers: the program that sends new connections to `members`
+        /// only. The parent then keeps each worker's socket until the worker is reaped
+        /// (to watch its queue), and the socket of a worker that died with connections
+        /// queued goes to its replacement with them.
+        steering: Option<Steering>,
     },
+}
+
+/// The steering program and who it sends new connections to.
+#[derive(Debug)]
+pub(crate) struct Steering {
+    program: SteeringProgram,
+    /// Ready workers that are not leaving, in the order they got ready.
+    members: Vec<Pid>,
+    /// Sockets of workers that died with connections in their queue, for the next workers.
+    held: Vec<Listener>,
 }
 
 impl Listeners {
     /// Binds or adopts the listener(s) and chooses the drain mode, loading the refusal
     /// program when the mode needs it.
-    pub(crate) fn open(config: &ServerConfig) -> Result<(Self, DrainMode, Option<RefusalProgram>)> {
+    pub(crate) fn open(
+        config: &ServerConfig,
+        protocol: WorkerProtocol,
+    ) -> Result<(Self, DrainMode, Option<RefusalProgram>)> {
         match (&config.bind, config.listener_mode) {
             (Bind::Tcp(addr), mode) => {
                 let (drain, program) = resolve_drain_mode(config.listener_drain, ReusePort::Group)?;
-                let reuse_port = match (drain, mode) {
-                    (_, ListenerMode::ReusePort) | (DrainMode::Ebpf, _) => ReusePort::Group,
-                    (DrainMode::Close, ListenerMode::Shared) => ReusePort::Off,
+                let steering = match (protocol, mode, drain) {
+                    (WorkerProtocol::External, ListenerMode::Shared, DrainMode::Ebpf) => {
+                        load_steering()
+                    }
+                    _ => None,
+                };
+                let per_worker = mode == ListenerMode::ReusePort || steering.is_some();
+                let reuse_port = match (drain, per_worker) {
+                    (_, true) | (DrainMode::Ebpf, _) => ReusePort::Group,
+                    (DrainMode::Close, false) => ReusePort::Off,
                 };
                 let first = listener::bind(*addr, config.backlog, reuse_port)?;
-                let listeners = match mode {
-                    ListenerMode::Shared => Listeners::Shared(Some(Listener::Tcp(first))),
-                    ListenerMode::ReusePort => {
-                        warn_without_migration();
+                if let Some(steering) = &steering {
+                    steering
+                        .program
+                        .attach(first.as_fd())
+                        .map_err(|e| Error::sys("cannot attach the steering program", e))?;
+                }
+                let listeners = match per_worker {
+                    false => Listeners::Shared(Some(Listener::Tcp(first))),
+                    true => {
+                        if steering.is_none() {
+                            warn_without_migration();
+                        }
                         Listeners::PerWorker {
                             // With port 0, the others must join the port the first one got.
                             addr: first
@@ -64,6 +100,7 @@ impl Listeners {
                             spare: Some(Listener::Tcp(first)),
                             by_worker: BTreeMap::new(),
                             closed: false,
+                            steering,
                         }
                     }
                 };
@@ -114,9 +151,11 @@ impl Listeners {
                 backlog,
                 spare,
                 by_worker,
+                steering,
                 ..
             } => {
-                let socket = match spare.take() {
+                let held = steering.as_mut().and_then(|s| s.held.pop());
+                let socket = match held.or_else(|| spare.take()) {
                     Some(socket) => socket,
                     None => Listener::Tcp(listener::bind_into_group(*addr, *backlog)?),
                 };
@@ -127,11 +166,95 @@ impl Listeners {
         }
     }
 
+    /// Whether new connections are steered to ready workers (external workers with eBPF).
+    pub(crate) fn steers(&self) -> bool {
+        matches!(
+            self,
+            Listeners::PerWorker {
+                steering: Some(_),
+                ..
+            }
+        )
+    }
+
+    /// A worker is ready: new connections may go to it.
+    pub(crate) fn steer_to(&mut self, pid: Pid) {
+        self.change_members(|members| {
+            if !members.contains(&pid) {
+                members.push(pid);
+            }
+        });
+    }
+
+    /// A worker is about to leave: no new connection goes to it from now on.
+    pub(crate) fn steer_away(&mut self, pid: Pid) {
+        self.change_members(|members| members.retain(|&m| m != pid));
+    }
+
+    fn change_members(&mut self, change: impl FnOnce(&mut Vec<Pid>)) {
+        let Listeners::PerWorker {
+            by_worker,
+            steering: Some(steering),
+            ..
+        } = self
+        else {
+            return;
+        };
+        change(&mut steering.members);
+        let sockets: Vec<_> = steering
+            .members
+            .iter()
+            .filter_map(|pid| by_worker.get(pid).map(AsFd::as_fd))
+            .collect();
+        if let Err(e) = steering.program.set_members(&sockets) {
+            tracing::error!("cannot steer new connections to the ready workers: {e}");
+        }
+    }
+
+    /// Connections waiting in the accept queue of a worker's own socket (per-worker mode).
+    pub(crate) fn queued_on(&self, pid: Pid) -> u32 {
+        match self {
+            Listeners::PerWorker { by_worker, .. } => by_worker.get(&pid).map_or(0, queued_on),
+            Listeners::Shared(_) => 0,
+        }
+    }
+
     /// A worker is leaving (told to stop, or gone): drop the parent's copy of its own
-    /// socket, so that the worker's close is the last.
-    pub(crate) fn worker_leaving(&mut self, pid: Pid) {
-        if let Listeners::PerWorker { by_worker, .. } = self {
-            by_worker.remove(&pid);
+    /// socket, so that the worker's close is the last. With steering, the copy is kept
+    /// while the worker lives (the worker is out of the selection, so nothing new reaches
+    /// it), and when it is gone a socket with connections still queued is kept for the next
+    /// worker, which serves them.
+    pub(crate) fn worker_leaving(&mut self, pid: Pid, gone: bool) {
+        let Listeners::PerWorker {
+            by_worker,
+            steering,
+            ..
+        } = self
+        else {
+            return;
+        };
+        match steering {
+            None => {
+                by_worker.remove(&pid);
+            }
+            Some(_) if !gone => {}
+            Some(_) => {
+                self.steer_away(pid);
+                let Listeners::PerWorker {
+                    by_worker,
+                    steering: Some(steering),
+                    closed: false,
+                    ..
+                } = self
+                else {
+                    return;
+                };
+                if let Some(socket) = by_worker.remove(&pid) {
+                    if queued_on(&socket) > 0 {
+                        steering.held.push(socket);
+                    }
+                }
+            }
         }
     }
 
@@ -161,25 +284,33 @@ impl Listeners {
         match self {
             Listeners::Shared(listener) => listener.iter().map(AsRawFd::as_raw_fd).collect(),
             Listeners::PerWorker {
-                spare, by_worker, ..
+                spare,
+                by_worker,
+                steering,
+                ..
             } => spare
                 .iter()
                 .chain(by_worker.values())
+                .chain(steering.iter().flat_map(|s| s.held.iter()))
                 .map(AsRawFd::as_raw_fd)
+                .chain(steering.iter().flat_map(|s| s.program.raw_fds()))
                 .collect(),
         }
     }
 
     /// Connections waiting in every accept queue the parent can see.
     pub(crate) fn queued(&self) -> u32 {
-        let count = |l: &Listener| match l {
-            Listener::Tcp(l) => queued_connections(l.as_fd()).unwrap_or(0),
-            // Unix sockets are drained by the `close` protocol, which reads no queue.
-            Listener::Unix(_) => 0,
-        };
         match self {
-            Listeners::Shared(listener) => listener.as_ref().map_or(0, count),
-            Listeners::PerWorker { by_worker, .. } => by_worker.values().map(count).sum(),
+            Listeners::Shared(listener) => listener.as_ref().map_or(0, queued_on),
+            Listeners::PerWorker {
+                by_worker,
+                steering,
+                ..
+            } => by_worker
+                .values()
+                .chain(steering.iter().flat_map(|s| s.held.iter()))
+                .map(queued_on)
+                .sum(),
         }
     }
 
@@ -191,12 +322,50 @@ impl Listeners {
                 spare,
                 by_worker,
                 closed,
+                steering,
                 ..
             } => {
                 *spare = None;
                 by_worker.clear();
+                if let Some(steering) = steering {
+                    steering.held.clear();
+                }
                 *closed = true;
             }
+        }
+    }
+}
+
+/// Connections waiting in one socket's accept queue (unix sockets: 0, the `close` protocol
+/// reads no queue).
+fn queued_on(listener: &Listener) -> u32 {
+    match listener {
+        Listener::Tcp(l) => queued_connections(l.as_fd()).unwrap_or(0),
+        Listener::Unix(_) => 0,
+    }
+}
+
+/// Loads the steering program for external workers; without it (no CAP_BPF) they share
+/// one socket, as before, and the reason is logged once.
+fn load_steering() -> Option<Steering> {
+    match SteeringProgram::load() {
+        Ok(program) => {
+            tracing::info!(
+                "external workers: one socket each, new connections steered by eBPF to ready workers \
+                 (a leaving worker's queue empties before it is signalled)"
+            );
+            Some(Steering {
+                program,
+                members: Vec::new(),
+                held: Vec::new(),
+            })
+        }
+        Err(e) => {
+            tracing::warn!(
+                "external workers share one socket: eBPF steering unavailable ({e}); a worker \
+                 signalled at a rolling restart may lose connections it accepts while it stops"
+            );
+            None
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
+use super::memory_limit::{self, MemoryLevel};
 use crate::command::Command;
 use crate::draining::DrainReason;
 use crate::restart_reason::RestartReason;
@@ -58,6 +59,21 @@ pub(crate) struct Settings {
     pub(crate) shutdown_delay: Duration,
     /// Workers dying before ready, in a row, after which the server gives up.
     pub(crate) max_startup_failures: u32,
+    /// How a worker that leaves while the server serves is told to stop.
+    pub(crate) leaving: Leaving,
+}
+
+/// How a worker that leaves while the server serves (rolling restart, scale-down, a quota
+/// or the memory limit) is told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Leaving {
+    /// At once: the socket it accepts from is shared and stays with the others (built-in
+    /// workers stop accepting cleanly), or it is its own and its queue migrates.
+    AtOnce,
+    /// Once new connections are steered away from its own socket and that socket's queue
+    /// is empty (external workers with the steering program): a worker that loses what it
+    /// accepts while it stops has nothing left to accept.
+    AfterItsQueueEmpties,
 }
 
 /// What the supervisor can know about its workers.
@@ -97,6 +113,8 @@ pub(crate) enum Event {
         pid: Pid,
         /// Its resident memory, in bytes.
         rss_bytes: u64,
+        /// How far above the limit that is.
+        level: MemoryLevel,
     },
     /// A worker was reaped.
     WorkerExited {
@@ -107,6 +125,14 @@ pub(crate) enum Event {
     },
     /// The accept queue length, read while [`Supervisor::wants_queue_length`] is true.
     QueueLength(u32),
+    /// The queue of a leaving worker's own socket, read for each of
+    /// [`Supervisor::leaving_workers`].
+    WorkerQueueLength {
+        /// Which worker.
+        pid: Pid,
+        /// Connections waiting in its socket's queue.
+        len: u32,
+    },
     /// The new generation started by a binary upgrade is serving.
     UpgradeReady,
     /// The new generation of a binary upgrade could not be started, or died before it
@@ -158,6 +184,10 @@ pub(crate) enum Action {
     },
     /// SIGKILL a worker.
     Kill(Pid),
+    /// Send new connections to this worker's socket too (it is ready).
+    SteerTo(Pid),
+    /// Send no new connection to this worker's socket (it is about to leave).
+    SteerAway(Pid),
     /// Start a new parent from the executable on disk, handing it the listener.
     StartUpgrade,
     /// Tell the outside world about a state change.
@@ -194,6 +224,17 @@ enum WorkerState {
         heard: Instant,
         /// Why it is replaced: a restart (HUP) or a recycle (its quota).
         reason: DrainReason,
+    },
+    /// Out of the steering, still serving, told to stop once its own queue is empty.
+    Leaving {
+        /// When it gets SIGKILL if still alive (its drain's deadline, set when it left).
+        kill_at: Instant,
+        /// Why it leaves.
+        reason: DrainReason,
+        /// When it is told to stop even if its queue is not empty yet.
+        give_up_at: Instant,
+        /// Since when its queue has been seen empty.
+        empty_since: Option<Instant>,
     },
     /// Told to stop; draining.
     Stopping {
@@ -330,9 +371,18 @@ impl Supervisor {
         matches!(self.phase, Phase::EmptyingQueue { .. })
     }
 
+    /// Workers whose own socket's queue the loop must read and report (they are leaving).
+    pub(crate) fn leaving_workers(&self) -> Vec<Pid> {
+        self.workers
+            .iter()
+            .filter(|(_, s)| matches!(s, WorkerState::Leaving { .. }))
+            .map(|(&pid, _)| pid)
+            .collect()
+    }
+
     /// The latest time the loop may sleep until before sending [`Event::Tick`].
     pub(crate) fn next_wakeup(&self, now: Instant) -> Option<Instant> {
-        if self.wants_queue_length() {
+        if self.wants_queue_length() || !self.leaving_workers().is_empty() {
             return Some(now + QUEUE_POLL);
         }
         let delay_end = match self.phase {
@@ -350,6 +400,7 @@ impl Supervisor {
                 Some(heard + health)
             }
             WorkerState::Ready { .. } | WorkerState::Retiring { .. } => None,
+            WorkerState::Leaving { give_up_at, .. } => Some(give_up_at),
             WorkerState::Stopping { kill_at } => Some(kill_at),
             WorkerState::Killed => None,
         });
@@ -378,6 +429,7 @@ impl Supervisor {
                 Vec::new()
             }
             Event::WorkerReady(pid) => {
+                let mut steer_to_new_worker = None;
                 if let Some(state @ WorkerState::Starting { .. }) = self.workers.get_mut(&pid) {
                     if let WorkerState::Starting { since } = *state {
                         let ms = now.saturating_duration_since(since).as_secs_f64() * 1000.0;
@@ -385,8 +437,11 @@ impl Supervisor {
                     }
                     *state = WorkerState::Ready { heard: now };
                     self.start_succeeded();
+                    if self.settings.leaving == Leaving::AfterItsQueueEmpties {
+                        steer_to_new_worker = Some(Action::SteerTo(pid));
+                    }
                 }
-                Vec::new()
+                steer_to_new_worker.into_iter().collect()
             }
             Event::WorkerHeartbeat(pid) => {
                 if let Some(WorkerState::Ready { heard } | WorkerState::Retiring { heard, .. }) =
@@ -409,24 +464,14 @@ impl Supervisor {
                 }
                 Vec::new()
             }
-            Event::WorkerOverMemory { pid, rss_bytes } => {
-                if let Some(state) = self.workers.get_mut(&pid) {
-                    if let WorkerState::Ready { heard } = *state {
-                        tracing::warn!(
-                            "worker {pid} uses {} MiB, above --limit-max-memory; replacing it (reason: memory)",
-                            rss_bytes / (1024 * 1024)
-                        );
-                        *state = WorkerState::Retiring {
-                            heard,
-                            reason: DrainReason::Recycle,
-                        };
-                        self.count_restart(RestartReason::Memory);
-                    }
-                }
-                Vec::new()
-            }
+            Event::WorkerOverMemory {
+                pid,
+                rss_bytes,
+                level,
+            } => self.on_over_memory(pid, rss_bytes, level, now),
             Event::WorkerExited { pid, exit } => self.on_worker_exit(pid, exit, now),
             Event::QueueLength(len) => self.on_queue_length(len, now),
+            Event::WorkerQueueLength { pid, len } => self.on_leaving_queue(pid, Some(len), now),
             Event::UpgradeReady => self.on_upgrade_ready(now),
             Event::UpgradeFailed => {
                 if self.upgrade == Upgrade::Starting {
@@ -547,6 +592,130 @@ impl Supervisor {
     }
 
     /// Moves one worker to `Stopping` with its own kill deadline.
+    /// A worker above `--limit-max-memory`: replaced once a replacement is ready, drained
+    /// at once far over the limit if another worker serves, killed at the ceiling (see
+    /// [`super::memory_limit`]).
+    fn on_over_memory(
+        &mut self,
+        pid: Pid,
+        rss_bytes: u64,
+        level: MemoryLevel,
+        now: Instant,
+    ) -> Vec<Action> {
+        let mib = rss_bytes / (1024 * 1024);
+        if let Some(&WorkerState::Ready { heard }) = self.workers.get(&pid) {
+            tracing::warn!(
+                "worker {pid} uses {mib} MiB, above --limit-max-memory; replacing it (reason: memory)"
+            );
+            self.workers.insert(
+                pid,
+                WorkerState::Retiring {
+                    heard,
+                    reason: DrainReason::Recycle,
+                },
+            );
+            self.count_restart(RestartReason::Memory);
+        }
+        let Some(&state) = self.workers.get(&pid) else {
+            return Vec::new();
+        };
+        match (level, state) {
+            (MemoryLevel::AtCeiling, WorkerState::Killed) => Vec::new(),
+            (MemoryLevel::AtCeiling, _) => {
+                tracing::error!(
+                    "worker {pid} uses {mib} MiB, above {} --limit-max-memory; killing it",
+                    memory_limit::KILL_AT
+                );
+                self.workers.insert(pid, WorkerState::Killed);
+                vec![Action::Kill(pid)]
+            }
+            (MemoryLevel::FarOver, WorkerState::Retiring { reason, .. })
+                if self.serving_besides(pid) > 0 =>
+            {
+                tracing::warn!(
+                    "worker {pid} uses {mib} MiB, above {} --limit-max-memory; draining it now",
+                    memory_limit::DRAIN_AT_ONCE
+                );
+                vec![self.release_worker(pid, now, reason)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Lets a worker go while the server serves: at once, or first out of the steering,
+    /// to be told once its own queue is empty (see [`Leaving`]).
+    fn release_worker(&mut self, pid: Pid, now: Instant, reason: DrainReason) -> Action {
+        let kill_at = now + self.settings.graceful_timeout;
+        match self.settings.leaving {
+            Leaving::AtOnce => self.stop_worker(pid, kill_at, now, reason),
+            Leaving::AfterItsQueueEmpties => {
+                self.workers.insert(
+                    pid,
+                    WorkerState::Leaving {
+                        kill_at,
+                        reason,
+                        give_up_at: now + QUEUE_WAIT_LIMIT,
+                        empty_since: None,
+                    },
+                );
+                Action::SteerAway(pid)
+            }
+        }
+    }
+
+    /// The queue of a leaving worker's socket (`None`: not read, its wait is over): it is
+    /// told to stop once the queue has stayed empty for [`QUEUE_SETTLE`] (handshakes that
+    /// chose it before it left complete meanwhile), or at its give-up time.
+    fn on_leaving_queue(&mut self, pid: Pid, len: Option<u32>, now: Instant) -> Vec<Action> {
+        let Some(&WorkerState::Leaving {
+            kill_at,
+            reason,
+            give_up_at,
+            empty_since,
+        }) = self.workers.get(&pid)
+        else {
+            return Vec::new();
+        };
+        let empty_since = match len {
+            Some(0) => Some(empty_since.unwrap_or(now)),
+            _ => None,
+        };
+        let settled = empty_since.is_some_and(|since| now.duration_since(since) >= QUEUE_SETTLE);
+        if settled || now >= give_up_at {
+            if !settled {
+                tracing::warn!(
+                    "worker {pid}: its queue still holds {} connections; stopping it anyway",
+                    len.unwrap_or(0)
+                );
+            }
+            return vec![self.stop_worker(pid, kill_at, now, reason)];
+        }
+        self.workers.insert(
+            pid,
+            WorkerState::Leaving {
+                kill_at,
+                reason,
+                give_up_at,
+                empty_since,
+            },
+        );
+        Vec::new()
+    }
+
+    /// Workers other than `pid` that accept connections (ready, or retiring but serving).
+    fn serving_besides(&self, pid: Pid) -> usize {
+        self.workers
+            .iter()
+            .filter(|&(&other, state)| {
+                other != pid
+                    && matches!(
+                        state,
+                        WorkerState::Ready { .. } | WorkerState::Retiring { .. }
+                    )
+            })
+            .count()
+    }
+
     fn stop_worker(
         &mut self,
         pid: Pid,
@@ -597,7 +766,14 @@ impl Supervisor {
         let victim = self
             .workers
             .iter()
-            .filter(|(_, s)| !matches!(s, WorkerState::Stopping { .. } | WorkerState::Killed))
+            .filter(|(_, s)| {
+                !matches!(
+                    s,
+                    WorkerState::Leaving { .. }
+                        | WorkerState::Stopping { .. }
+                        | WorkerState::Killed
+                )
+            })
             .max_by_key(|(pid, s)| (rank(s), pid.as_raw()))
             .map(|(&pid, _)| pid);
         // A worker leaving a shared listener loses nothing: the socket and its queue stay
@@ -606,10 +782,7 @@ impl Supervisor {
             self.count_restart(RestartReason::ScaleDown);
         }
         victim
-            .map(|pid| {
-                let kill_at = now + self.settings.graceful_timeout;
-                vec![self.stop_worker(pid, kill_at, now, DrainReason::ScaleDown)]
-            })
+            .map(|pid| vec![self.release_worker(pid, now, DrainReason::ScaleDown)])
             .unwrap_or_default()
     }
 
@@ -624,7 +797,7 @@ impl Supervisor {
             return Vec::new();
         }
         match state {
-            WorkerState::Stopping { .. } | WorkerState::Killed => {}
+            WorkerState::Leaving { .. } | WorkerState::Stopping { .. } | WorkerState::Killed => {}
             WorkerState::Starting { .. } => {
                 tracing::error!("worker {pid} died before it was ready ({exit:?})");
                 self.note_failed_start(StartFailure::DiedUnready, now);
@@ -742,6 +915,9 @@ impl Supervisor {
         let pids: Vec<(Pid, WorkerState)> = self.workers.iter().map(|(&p, &s)| (p, s)).collect();
         for (pid, state) in pids {
             match state {
+                WorkerState::Leaving { give_up_at, .. } if now >= give_up_at => {
+                    actions.extend(self.on_leaving_queue(pid, None, now));
+                }
                 WorkerState::Stopping { kill_at } if now >= kill_at => {
                     tracing::warn!("worker {pid} still running at its deadline: killing it");
                     if self.phase != Phase::Serving {
@@ -819,8 +995,7 @@ impl Supervisor {
             if serving <= self.settings.workers {
                 break;
             }
-            let kill_at = now + self.settings.graceful_timeout;
-            actions.push(self.stop_worker(pid, kill_at, now, reason));
+            actions.push(self.release_worker(pid, now, reason));
             serving -= 1;
         }
 

@@ -10,6 +10,7 @@ pub(crate) mod child;
 pub(crate) mod external;
 mod listeners;
 pub(crate) mod machine;
+mod memory_limit;
 mod observer;
 mod process_usage;
 mod readiness;
@@ -40,7 +41,8 @@ use crate::worker::WorkerBody;
 use crate::ShutdownOutcome;
 use external::{spawn_command, PreparedCommand};
 use listeners::Listeners;
-use machine::{Action, DrainMode, Event, Settings, Status, Supervisor, WorkerExit, WorkerProtocol};
+use machine::WorkerProtocol;
+use machine::{Action, DrainMode, Event, Leaving, Settings, Status, Supervisor, WorkerExit};
 use observer::Observer;
 use spawn::spawn_worker;
 use upgrade::{NewParent, Relaunch};
@@ -107,7 +109,15 @@ pub(crate) fn run(
     if config.workers == 0 {
         return Err(Error::NoWorkers);
     }
-    let (listeners, drain, program) = Listeners::open(config)?;
+    let protocol = match workers {
+        Workers::InProcess(_) => WorkerProtocol::Native,
+        Workers::Command(_) => WorkerProtocol::External,
+    };
+    let (listeners, drain, program) = Listeners::open(config, protocol)?;
+    let leaving = match listeners.steers() {
+        true => Leaving::AfterItsQueueEmpties,
+        false => Leaving::AtOnce,
+    };
     let signals = SignalPipe::install()?;
     let _pid_file = config
         .pid_file
@@ -126,10 +136,6 @@ pub(crate) fn run(
             raised.to
         );
     }
-    let protocol = match workers {
-        Workers::InProcess(_) => WorkerProtocol::Native,
-        Workers::Command(_) => WorkerProtocol::External,
-    };
     let metrics = match config.metrics_bind {
         Some(addr) => {
             let listener = crate::metrics::serve::bind(addr)?;
@@ -182,6 +188,7 @@ pub(crate) fn run(
         protocol,
         shutdown_delay: config.shutdown_delay,
         max_startup_failures: config.max_startup_failures.max(1),
+        leaving,
     });
     let first = supervisor.start(Instant::now());
     let mut events = parent.execute(first);
@@ -287,6 +294,12 @@ impl Parent<'_> {
             .collect();
         events.extend(self.observer.sample(&self.listeners, &workers));
         events.extend(self.probe_external_readiness(supervisor));
+        events.extend(supervisor.leaving_workers().into_iter().map(|pid| {
+            Event::WorkerQueueLength {
+                pid,
+                len: self.listeners.queued_on(pid),
+            }
+        }));
         if supervisor.wants_queue_length() {
             events.push(Event::QueueLength(self.listeners.queued()));
         }
@@ -384,7 +397,7 @@ impl Parent<'_> {
             }
             let was_worker =
                 self.channels.remove(&pid).is_some() || self.external_pids.remove(&pid);
-            self.listeners.worker_leaving(pid);
+            self.listeners.worker_leaving(pid, true);
             if !was_worker {
                 continue;
             }
@@ -516,6 +529,8 @@ impl Parent<'_> {
                 Action::Kill(pid) => {
                     let _ = kill(pid, Signal::SIGKILL);
                 }
+                Action::SteerTo(pid) => self.listeners.steer_to(pid),
+                Action::SteerAway(pid) => self.listeners.steer_away(pid),
                 Action::StartUpgrade => {
                     if let Err(e) = self.start_upgrade() {
                         tracing::error!("binary upgrade failed: {e}");
@@ -533,7 +548,7 @@ impl Parent<'_> {
     /// external program (whose own timeout applies; the supervisor's deadline still ends
     /// with SIGKILL). A worker that is already gone is reaped by the loop.
     fn stop_worker(&mut self, pid: Pid, within: std::time::Duration, reason: DrainReason) {
-        self.listeners.worker_leaving(pid);
+        self.listeners.worker_leaving(pid, false);
         self.observer.stopping(pid);
         if let Some(channel) = self.channels.get_mut(&pid) {
             // Five bytes into an idle socket buffer never block.

@@ -1,6 +1,7 @@
 //! What the parent watches for the metrics and for `--limit-max-memory`, without an async
 //! runtime: which slot of the shared region each worker has, the accept queue (every
-//! 100 ms), each worker's RSS and CPU (every 250 ms, from `/proc`), how long each drain
+//! 100 ms), each worker's RSS and CPU (every 250 ms, from `/proc`; every 50 ms while one is
+//! above the memory limit), how long each drain
 //! took, and which workers are above the memory limit (reported as events to the machine,
 //! which decides).
 
@@ -12,6 +13,7 @@ use nix::unistd::Pid;
 
 use super::listeners::Listeners;
 use super::machine::{Event, Supervisor};
+use super::memory_limit::MemoryLevel;
 use super::process_usage;
 use crate::metrics::region::{Region, SlotState, MAX_SLOTS};
 
@@ -20,6 +22,10 @@ const QUEUE_SAMPLE: Duration = Duration::from_millis(100);
 /// How often workers' memory and CPU are read: often enough that a worker leaking
 /// 100 MiB/s is caught within 25 MiB of the limit.
 const USAGE_SAMPLE: Duration = Duration::from_millis(250);
+/// How often they are read while a worker is above the memory limit: it is then closer to
+/// being drained at once or killed (see [`super::memory_limit`]), and a worker leaking
+/// 100 MiB/s passes a threshold by at most 5 MiB before it is seen.
+const USAGE_SAMPLE_OVER_LIMIT: Duration = Duration::from_millis(50);
 
 /// The parent's view of its workers for the metrics and the memory limit.
 #[derive(Debug)]
@@ -167,7 +173,6 @@ impl Observer {
         if !self.active() || now < self.next_usage_sample {
             return Vec::new();
         }
-        self.next_usage_sample = now + USAGE_SAMPLE;
         let mut over = Vec::new();
         for &pid in workers {
             let Some(usage) = process_usage::read(pid.as_raw()) else {
@@ -183,16 +188,23 @@ impl Observer {
                     );
                 }
             }
-            if self
-                .memory_limit
-                .is_some_and(|limit| usage.rss_bytes > limit)
-            {
+            let level = self.memory_limit.map_or(MemoryLevel::Within, |limit| {
+                MemoryLevel::of(usage.rss_bytes, limit)
+            });
+            if level != MemoryLevel::Within {
                 over.push(Event::WorkerOverMemory {
                     pid,
                     rss_bytes: usage.rss_bytes,
+                    level,
                 });
             }
         }
+        let every = if over.is_empty() {
+            USAGE_SAMPLE
+        } else {
+            USAGE_SAMPLE_OVER_LIMIT
+        };
+        self.next_usage_sample = now + every;
         over
     }
 

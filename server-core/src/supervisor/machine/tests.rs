@@ -1,5 +1,6 @@
 use super::*;
 use crate::draining::DrainReason;
+use crate::supervisor::memory_limit::MemoryLevel;
 
 const GRACE: Duration = Duration::from_secs(30);
 const HEALTH: Duration = Duration::from_secs(10);
@@ -22,6 +23,7 @@ fn settings(workers: usize, drain: DrainMode) -> Settings {
         protocol: WorkerProtocol::Native,
         shutdown_delay: Duration::ZERO,
         max_startup_failures: 10,
+        leaving: Leaving::AtOnce,
     }
 }
 
@@ -485,10 +487,7 @@ fn a_stop_while_forks_fail_stops_the_workers_there_are() {
 fn a_worker_over_the_memory_limit_is_replaced_like_a_quota_and_counted_as_memory() {
     let t0 = Instant::now();
     let mut sup = serving(2, DrainMode::Ebpf, t0);
-    let over = Event::WorkerOverMemory {
-        pid: pid(1),
-        rss_bytes: 300 << 20,
-    };
+    let over = over_memory(1, 210, MemoryLevel::Over);
     assert_eq!(sup.handle(over, t0), vec![Action::Spawn]);
     // Sampled again before its replacement is ready: nothing more happens.
     assert!(sup.handle(over, t0 + ms(250)).is_empty());
@@ -504,6 +503,85 @@ fn a_worker_over_the_memory_limit_is_replaced_like_a_quota_and_counted_as_memory
     let counted = sup.restarts();
     assert_eq!(counted[RestartReason::Memory.index()], 1);
     assert_eq!(counted.iter().sum::<u64>(), 1);
+}
+
+fn over_memory(n: i32, mib: u64, level: MemoryLevel) -> Event {
+    Event::WorkerOverMemory {
+        pid: pid(n),
+        rss_bytes: mib << 20,
+        level,
+    }
+}
+
+#[test]
+fn far_over_the_limit_a_worker_drains_at_once_while_another_serves_and_the_last_one_waits() {
+    let t0 = Instant::now();
+    let mut sup = serving(2, DrainMode::Ebpf, t0);
+    // Both over the limit, replacements slow to start: one surge slot, for worker 1.
+    assert_eq!(
+        sup.handle(over_memory(1, 210, MemoryLevel::Over), t0),
+        vec![Action::Spawn]
+    );
+    spawned(&mut sup, pid(3), t0);
+    assert!(sup
+        .handle(over_memory(2, 210, MemoryLevel::Over), t0)
+        .is_empty());
+    // Worker 1 far over, worker 2 still serves: 1 drains without waiting for 3.
+    assert_eq!(
+        sup.handle(over_memory(1, 250, MemoryLevel::FarOver), t0 + ms(250)),
+        vec![stop_for(
+            1,
+            GRACE - WORKER_ABORT_MARGIN,
+            DrainReason::Recycle
+        )]
+    );
+    // Worker 2 far over too, but it is the only one serving: it waits for 3.
+    assert!(sup
+        .handle(over_memory(2, 250, MemoryLevel::FarOver), t0 + ms(500))
+        .is_empty());
+    // 3 ready: 2 stays until its own replacement is ready, which now starts.
+    assert_eq!(
+        sup.handle(Event::WorkerReady(pid(3)), t0 + ms(600)),
+        vec![Action::Spawn]
+    );
+    // Far over with another worker serving: it drains now.
+    assert_eq!(
+        sup.handle(over_memory(2, 260, MemoryLevel::FarOver), t0 + ms(750)),
+        vec![stop_for(
+            2,
+            GRACE - WORKER_ABORT_MARGIN,
+            DrainReason::Recycle
+        )]
+    );
+    let counted = sup.restarts();
+    assert_eq!(counted[RestartReason::Memory.index()], 2);
+}
+
+#[test]
+fn at_the_memory_ceiling_a_worker_is_killed_even_when_alone_or_draining() {
+    let t0 = Instant::now();
+    let mut sup = serving(1, DrainMode::Ebpf, t0);
+    assert_eq!(
+        sup.handle(over_memory(1, 300, MemoryLevel::AtCeiling), t0),
+        vec![Action::Kill(pid(1)), Action::Spawn]
+    );
+    // Sampled again before it is reaped: killed once.
+    assert!(sup
+        .handle(over_memory(1, 300, MemoryLevel::AtCeiling), t0 + ms(250))
+        .is_empty());
+    // Its exit is no crash: counted once, as memory.
+    assert!(sup.handle(exited(1), t0 + ms(300)).is_empty());
+    let counted = sup.restarts();
+    assert_eq!(counted[RestartReason::Memory.index()], 1);
+    assert_eq!(counted.iter().sum::<u64>(), 1);
+
+    // A draining worker that keeps growing is killed too.
+    let mut sup = serving(2, DrainMode::Ebpf, t0);
+    sup.handle(over_memory(1, 250, MemoryLevel::FarOver), t0);
+    assert_eq!(
+        sup.handle(over_memory(1, 300, MemoryLevel::AtCeiling), t0 + ms(250)),
+        vec![Action::Kill(pid(1))]
+    );
 }
 
 #[test]
@@ -541,4 +619,106 @@ fn scaling_down_during_a_rolling_restart_ends_with_the_desired_count() {
         ]
     );
     assert!(sup.handle(Event::Tick, t0 + ms(5)).is_empty());
+}
+
+/// A supervisor of `n` ready external workers whose leaving waits for their queues.
+fn serving_steered(n: usize, t0: Instant) -> Supervisor {
+    let mut sup = Supervisor::new(Settings {
+        protocol: WorkerProtocol::External,
+        leaving: Leaving::AfterItsQueueEmpties,
+        ..settings(n, DrainMode::Ebpf)
+    });
+    assert_eq!(sup.start(t0), vec![Action::Spawn; n]);
+    for i in 1..=n as i32 {
+        spawned(&mut sup, pid(i), t0);
+    }
+    for i in 1..=n as i32 {
+        let actions = sup.handle(Event::WorkerReady(pid(i)), t0);
+        assert_eq!(
+            actions.first(),
+            Some(&Action::SteerTo(pid(i))),
+            "{actions:?}"
+        );
+    }
+    sup
+}
+
+fn queue_of(n: i32, len: u32) -> Event {
+    Event::WorkerQueueLength { pid: pid(n), len }
+}
+
+#[test]
+fn a_steered_worker_is_signalled_only_once_its_own_queue_has_stayed_empty() {
+    let t0 = Instant::now();
+    let mut sup = serving_steered(2, t0);
+    assert_eq!(
+        sup.handle(Event::Command(Command::Reload), t0),
+        vec![Action::Notify(Status::Reloading), Action::Spawn]
+    );
+    spawned(&mut sup, pid(3), t0);
+    // The replacement is ready: it joins the steering, the old worker leaves it.
+    assert_eq!(
+        sup.handle(Event::WorkerReady(pid(3)), t0 + ms(100)),
+        vec![
+            Action::SteerTo(pid(3)),
+            Action::SteerAway(pid(1)),
+            Action::Spawn
+        ]
+    );
+    assert_eq!(sup.leaving_workers(), vec![pid(1)]);
+    // Its queue still holds connections, then is empty, but not yet for long enough.
+    assert!(sup.handle(queue_of(1, 3), t0 + ms(101)).is_empty());
+    assert!(sup.handle(queue_of(1, 0), t0 + ms(102)).is_empty());
+    assert!(sup.handle(queue_of(1, 0), t0 + ms(104)).is_empty());
+    // A connection queued meanwhile starts the settle time over.
+    assert!(sup.handle(queue_of(1, 1), t0 + ms(105)).is_empty());
+    assert!(sup.handle(queue_of(1, 0), t0 + ms(106)).is_empty());
+    let deadline = GRACE - WORKER_ABORT_MARGIN - ms(11);
+    assert_eq!(
+        sup.handle(queue_of(1, 0), t0 + ms(111)),
+        vec![stop_for(1, deadline, DrainReason::Restart)]
+    );
+    assert!(sup.leaving_workers().is_empty());
+}
+
+#[test]
+fn a_steered_worker_whose_queue_never_empties_is_signalled_at_the_wait_limit() {
+    let t0 = Instant::now();
+    let mut sup = serving_steered(2, t0);
+    let actions = sup.handle(Event::Command(Command::RemoveWorker), t0);
+    assert_eq!(
+        actions.first(),
+        Some(&Action::SteerAway(pid(2))),
+        "{actions:?}"
+    );
+    assert_eq!(sup.next_wakeup(t0), Some(t0 + QUEUE_POLL));
+    assert!(sup.handle(queue_of(2, 5), t0 + ms(500)).is_empty());
+    let at_limit = t0 + QUEUE_WAIT_LIMIT;
+    assert_eq!(
+        sup.handle(Event::Tick, at_limit),
+        vec![stop_for(
+            2,
+            GRACE - WORKER_ABORT_MARGIN - QUEUE_WAIT_LIMIT,
+            DrainReason::ScaleDown
+        )]
+    );
+}
+
+#[test]
+fn a_graceful_stop_signals_leaving_workers_with_the_others() {
+    let t0 = Instant::now();
+    let mut sup = serving_steered(2, t0);
+    sup.handle(Event::Command(Command::RemoveWorker), t0);
+    sup.handle(Event::Command(Command::Stop), t0);
+    let stops = sup.handle(Event::QueueLength(0), t0);
+    assert!(stops.is_empty());
+    let stops = sup.handle(Event::QueueLength(0), t0 + QUEUE_SETTLE);
+    let stopped: Vec<_> = stops
+        .iter()
+        .filter_map(|a| match a {
+            Action::StopWorker { pid, .. } => Some(pid.as_raw()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stopped, vec![1, 2], "{stops:?}");
 }
