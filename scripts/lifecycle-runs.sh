@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Runs the harness through every lifecycle event of server-cli --workers 2 under load and
-# prints one line per event. Summaries go to bench/results/lifecycle.json.
+# prints one line per event. Summaries go to bench/results/lifecycle.json, or with
+# `uvicorn` to bench/results/lifecycle-uvicorn.json: the same events with uvicorn as
+# external workers (`server-cli -- uvicorn seed_app:app --fd 3`), in the `load` scenario
+# (uvicorn closes idle keep-alive connections at once when it stops, a race only the
+# worker can avoid), and --limit-max-memory with an app that leaks 64 KiB per request.
 #
-#   scripts/lifecycle-runs.sh [DURATION_SECS]       (default 20)
+#   scripts/lifecycle-runs.sh [DURATION_SECS] [builtin|uvicorn]     (default 20 builtin)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 duration="${1:-20}"
+kind="${2:-builtin}"
 build_release
 
 tmp="$(mktemp -d)"
@@ -18,6 +23,22 @@ run() {  # name, harness options..., -- server command
   printf '%-34s %s\n' "$name" "$(tail -n 1 "$tmp/$name.txt")"
 }
 
+if [ "$kind" = uvicorn ]; then
+  ensure_peers
+  workers="$SERVER_CLI --workers 2 --port {port} --no-access-log"
+  uvicorn="$VENV/bin/uvicorn --app-dir $PEERS_DIR --fd 3 --no-access-log"
+  seed="$uvicorn seed_app:app"
+  # shellcheck disable=SC2086
+  {
+  run hup-every-2s-load          --scenario reload --signal HUP --signal-every 2 --signal-after 2 --expect-workers 2 -- $workers -- $seed
+  run ttou-then-ttin-load        --scenario load --signal TTOU,TTIN --signal-after $((duration * 3 / 10)) --signal-every $(((duration - duration * 3 / 10) / 2 + 1)) --expect-workers 2 -- $workers -- $seed
+  run kill-worker-load           --scenario load --signal kill-worker --expect-workers 2 -- $workers -- $seed
+  run usr2-upgrade-load          --scenario load --signal USR2 -- $workers -- $seed
+  run max-memory-120-load        --scenario load --signal none --path '/?kib=64' --expect-workers 2 -- $workers --limit-max-memory 120 -- $uvicorn leak_app:app
+  }
+  mkdir -p "$ROOT/bench/results"
+  out="$ROOT/bench/results/lifecycle-uvicorn.json"
+else
 # shellcheck disable=SC2086
 {
 run hup-every-2s-load            --scenario reload --signal HUP --signal-every 2 --signal-after 2 --expect-workers 2 -- $server
@@ -39,9 +60,11 @@ unshare -n sh -c "ip link set lo up && sysctl -qw net.ipv4.tcp_migrate_req=1 && 
   --duration $duration --json '$tmp/hup-every-2s-reuse-port-migrate.json' -- $server --reuse-port \
   > '$tmp/hup-every-2s-reuse-port-migrate.txt'" || true
 printf '%-34s %s\n' hup-every-2s-reuse-port-migrate "$(tail -n 1 "$tmp/hup-every-2s-reuse-port-migrate.txt")"
-
 mkdir -p "$ROOT/bench/results"
-python3 - "$tmp" "$ROOT/bench/results/lifecycle.json" <<'PY'
+out="$ROOT/bench/results/lifecycle.json"
+fi
+
+python3 - "$tmp" "$out" <<'PY'
 import glob, json, os, sys
 out = {}
 for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):

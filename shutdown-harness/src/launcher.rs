@@ -49,6 +49,7 @@ pub fn launch(argv: &[String], log: &Path) -> Result<Child, HarnessError> {
     Command::new(program)
         .args(args)
         .process_group(0)
+        .kill_on_drop(true)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -91,4 +92,27 @@ pub fn children_of(parent: u32) -> Vec<u32> {
 /// SIGKILLs every process of the group.
 pub fn kill_group(pgid: u32) {
     let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+}
+
+/// The launched server's process group, killed when this is dropped: a run that fails,
+/// panics or is cancelled half-way still ends the server and all its workers (a server
+/// left running keeps its port and skews every later measurement).
+#[derive(Debug)]
+pub struct ServerGroup {
+    pgid: u32,
+}
+
+impl ServerGroup {
+    /// Guards the group led by the launched server `pgid`.
+    pub fn new(pgid: u32) -> Self {
+        Self { pgid }
+    }
+}
+
+impl Drop for ServerGroup {
+    fn drop(&mut self) {
+        if self.pgid != 0 && !live_group_members(self.pgid).is_empty() {
+            kill_group(self.pgid);
+        }
+    }
 }

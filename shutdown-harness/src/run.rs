@@ -11,6 +11,7 @@ use tokio::process::Child;
 
 use crate::error::HarnessError;
 use crate::launcher::ServerCommand;
+use crate::launcher::ServerGroup;
 use crate::launcher::{children_of, free_port, kill_group, launch, live_group_members};
 use crate::observation::{Observation, ServerExit};
 use crate::plan::{Disruption, Expectation, Plan};
@@ -91,6 +92,7 @@ async fn observe_launched(
     let transport = transport_for(plan, addr, "127.0.0.1", plan.launch_scheme)?;
     let mut child = launch(&argv, &plan.server_log)?;
     let pid = child.id().unwrap_or(0);
+    let _group = ServerGroup::new(pid);
     if let Err(e) = wait_until_ready(&transport, &mut child, plan).await {
         kill_group(pid);
         let _ = child.wait().await;

@@ -4,6 +4,7 @@
 use assert_cmd::Command;
 
 fn harness() -> Command {
+    test_support::watch_for_leftovers();
     Command::cargo_bin("shutdown-harness").expect("the harness binary is built")
 }
 

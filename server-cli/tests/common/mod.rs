@@ -18,8 +18,10 @@ use nix::unistd::Pid;
 /// Longest wait for any readiness condition in these tests.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Path of the binary under test.
+/// Path of the binary under test. Every test that starts anything asks for it, so this is
+/// where the test program starts watching for processes it would leave running.
 pub fn server_cli() -> &'static str {
+    test_support::watch_for_leftovers();
     env!("CARGO_BIN_EXE_server-cli")
 }
 
@@ -40,9 +42,13 @@ impl RunningServer {
         Self::start_command(command)
     }
 
-    /// Starts a prepared command (environment, inherited descriptors) the same way.
+    /// Starts a prepared command (environment, inherited descriptors) the same way, in a
+    /// process group of its own that ends with this value.
     pub fn start_command(mut command: Command) -> Self {
+        use std::os::unix::process::CommandExt;
+        test_support::watch_for_leftovers();
         let mut child = command
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -154,7 +160,10 @@ impl RunningServer {
 }
 
 impl Drop for RunningServer {
+    /// Kills the whole group (the server, its workers, anything they started), passed or
+    /// failed, then reaps the server.
     fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(self.pid(), Signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
