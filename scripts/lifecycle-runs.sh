@@ -27,14 +27,17 @@ if [ "$kind" = uvicorn ]; then
   ensure_peers
   workers="$SERVER_CLI --workers 2 --port {port} --no-access-log"
   uvicorn="$VENV/bin/uvicorn --app-dir $PEERS_DIR --fd 3 --no-access-log"
-  seed="$uvicorn seed_app:app"
+  # A plain ASGI app (the seed app's 10 s shutdown hook would keep every old worker
+  # draining for 10 s, past the end of the run); /?kib=0 leaks nothing.
+  app="$uvicorn leak_app:app"
+  plain=(--path '/?kib=0')
   # shellcheck disable=SC2086
   {
-  run hup-every-2s-load          --scenario reload --signal HUP --signal-every 2 --signal-after 2 --expect-workers 2 -- $workers -- $seed
-  run ttou-then-ttin-load        --scenario load --signal TTOU,TTIN --signal-after $((duration * 3 / 10)) --signal-every $(((duration - duration * 3 / 10) / 2 + 1)) --expect-workers 2 -- $workers -- $seed
-  run kill-worker-load           --scenario load --signal kill-worker --expect-workers 2 -- $workers -- $seed
-  run usr2-upgrade-load          --scenario load --signal USR2 -- $workers -- $seed
-  run max-memory-120-load        --scenario load --signal none --path '/?kib=64' --expect-workers 2 -- $workers --limit-max-memory 120 -- $uvicorn leak_app:app
+  run hup-every-2s-load          --scenario reload "${plain[@]}" --signal HUP --signal-every 2 --signal-after 2 --expect-workers 2 -- $workers -- $app
+  run ttou-then-ttin-load        --scenario load "${plain[@]}" --signal TTOU,TTIN --signal-after $((duration * 3 / 10)) --signal-every $(((duration - duration * 3 / 10) / 2 + 1)) --expect-workers 2 -- $workers -- $app
+  run kill-worker-load           --scenario load "${plain[@]}" --signal kill-worker --expect-workers 2 -- $workers -- $app
+  run usr2-upgrade-load          --scenario load "${plain[@]}" --signal USR2 -- $workers -- $app
+  run max-memory-120-load        --scenario load --signal none --path '/?kib=64' --expect-workers 2 -- $workers --limit-max-memory 120 -- $app
   }
   mkdir -p "$ROOT/bench/results"
   out="$ROOT/bench/results/lifecycle-uvicorn.json"

@@ -147,11 +147,63 @@ pub struct Cli {
     /// Signal that asks an external worker to stop gracefully.
     #[arg(long, value_enum, default_value_t = StopSignalArg::Term)]
     pub worker_stop_signal: StopSignalArg,
+    /// The Python ASGI app to serve, `MODULE:ATTRIBUTE` (uvicorn's form, e.g.
+    /// `seed_app:app`), in Python workers of the active virtualenv. Without it, the demo app.
+    #[arg(value_name = "APP")]
+    pub app: Option<String>,
+    /// Look for the app's module in this directory first (put first on `sys.path`).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".",
+        help_heading = "Python apps"
+    )]
+    pub app_dir: std::path::PathBuf,
+    /// The attribute is a factory: call it (with no arguments) for the app.
+    #[arg(long, help_heading = "Python apps")]
+    pub factory: bool,
+    /// The ASGI lifespan protocol: `auto` (run it; an app without it is fine), `on` (a
+    /// failure stops the server), `off`.
+    #[arg(long, value_enum, default_value_t = LifespanArg::Auto, help_heading = "Python apps")]
+    pub lifespan: LifespanArg,
+    /// The ASGI scope's `root_path` (the app is mounted below this path by a proxy).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "",
+        help_heading = "Python apps"
+    )]
+    pub root_path: String,
+    /// The event loop: `uvloop` when installed (`auto`), or `asyncio`, or `uvloop`.
+    #[arg(long = "loop", value_enum, default_value_t = LoopArg::Auto, help_heading = "Python apps")]
+    pub event_loop: LoopArg,
     /// Run this program as each worker instead of the demo app, with the listener at
     /// descriptor 3 (LISTEN_FDS=1, LISTEN_PID as systemd sets them; `{fd}` in an argument
     /// becomes 3). Example: `-- uvicorn app:app --fd 3`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<std::ffi::OsString>,
+}
+
+/// `--lifespan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LifespanArg {
+    /// Run it; an app that does not support it serves on.
+    Auto,
+    /// Run it; a failure stops the server.
+    On,
+    /// Do not run it.
+    Off,
+}
+
+/// `--loop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoopArg {
+    /// uvloop when it is installed, else asyncio.
+    Auto,
+    /// The standard library's loop.
+    Asyncio,
+    /// uvloop (an error if it is not installed).
+    Uvloop,
 }
 
 /// `--workers`: a count, or as many as the CPUs this process may use.
@@ -371,6 +423,19 @@ impl Cli {
     pub fn check(&self) -> Result<(), String> {
         if self.ssl_cert_reqs > 0 && self.ssl_ca_certs.is_none() {
             return Err("--ssl-cert-reqs 1 or 2 needs --ssl-ca-certs (the CAs client certificates must chain to)".into());
+        }
+        if self.app.is_some() && !self.command.is_empty() {
+            return Err(
+                "give either an app (MODULE:ATTRIBUTE) or a worker command after --, not both"
+                    .into(),
+            );
+        }
+        if let Some(app) = &self.app {
+            if !app.contains(':') {
+                return Err(format!(
+                    "the app `{app}` must be MODULE:ATTRIBUTE, e.g. main:app"
+                ));
+            }
         }
         if self.ssl_certfile.is_some() && !self.command.is_empty() {
             return Err("--ssl-certfile is for the in-process workers: an external worker terminates TLS itself (e.g. uvicorn --ssl-certfile)".into());

@@ -5,6 +5,7 @@
 mod cli;
 mod demo_app;
 mod demo_streams;
+mod python_workers;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -36,7 +37,10 @@ fn run(cli: &cli::Cli) -> anyhow::Result<ExitCode> {
         .map_err(with_flag_hint)
         .context("cannot run the server")?;
     let server = Server::new(config);
-    let outcome = if cli.command.is_empty() {
+    let outcome = if let Some(app) = &cli.app {
+        let worker = python_workers::exec_worker(cli, app)?;
+        server.serve_exec(&worker)
+    } else if cli.command.is_empty() {
         let shutdown_delay = Duration::from_secs_f64(cli.demo_shutdown_delay);
         let panic_at_start = cli.demo_panic_at_start;
         let ws = cli.ws_options();

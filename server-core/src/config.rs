@@ -8,7 +8,7 @@ use std::time::Duration;
 /// The kernel keeps completing handshakes into the accept queue for as long as any process
 /// holds the socket, so "stop accepting" alone makes clients hang. Each mode is a way to get
 /// the clean outcome instead: a refused connection, which a client or load balancer retries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ListenerDrain {
     /// Use [`ListenerDrain::Ebpf`] when the kernel lets us load the program, else
     /// [`ListenerDrain::Close`].
@@ -23,7 +23,7 @@ pub enum ListenerDrain {
 }
 
 /// Whether workers share one listening socket or each has its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum ListenerMode {
     /// One socket, one accept queue, shared by every worker (the default): a worker that
     /// leaves loses nothing, and a busy worker simply accepts less.
@@ -37,7 +37,7 @@ pub enum ListenerMode {
 
 /// The settings of a [`crate::Server`]. Build one with [`ServerConfig::new`] and adjust fields
 /// (non-exhaustive: settings added later do not break a program that embeds the server).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct ServerConfig {
     /// Where to listen. The parent binds it once and every worker shares the socket.
@@ -114,7 +114,7 @@ pub struct ServerConfig {
 }
 
 /// The address a server listens on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Bind {
     /// Bind a new TCP socket at this address.
     Tcp(SocketAddr),

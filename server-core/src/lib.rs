@@ -34,6 +34,7 @@ mod control;
 pub mod cpus;
 mod draining;
 mod error;
+pub mod exec_worker;
 mod handle;
 mod kernel_refusal;
 mod listener;
@@ -51,7 +52,7 @@ mod supervisor;
 pub mod tls;
 mod worker;
 
-pub use app::{App, ShutdownHook};
+pub use app::{App, ConnectionInfo, Liveness, ShutdownHook, EXIT_APP_CANNOT_START};
 pub use command::Command;
 pub use config::{Bind, ListenerDrain, ListenerMode, ServerConfig};
 pub use draining::{DrainReason, Draining};

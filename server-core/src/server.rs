@@ -140,6 +140,26 @@ impl Server {
         )
     }
 
+    /// Like [`Server::serve`], but each worker execs `worker`'s program, which serves as a
+    /// built-in worker through [`crate::exec_worker::run_exec_worker`] (readiness,
+    /// heartbeats, the drain: every guarantee of [`Server::serve`]). For apps that need a
+    /// process of their own kind, such as a Python interpreter of the user's virtualenv.
+    pub fn serve_exec(self, worker: &crate::exec_worker::ExecWorker) -> Result<ShutdownOutcome> {
+        self.check_threads()?;
+        let prepared = crate::exec_worker::PreparedExec::new(worker)?;
+        // Checked here, in one line, before any worker starts; each worker loads it again.
+        if let Some(settings) = &self.config.tls {
+            crate::tls::InheritedTls::prepare(settings)?;
+        }
+        let config = &self.config;
+        let mut body = |start| prepared.exec(start, config);
+        supervisor::run(
+            config,
+            supervisor::Workers::InProcess(&mut body),
+            self.commands,
+        )
+    }
+
     /// Refuses to fork from a process that already runs other threads, unless told to
     /// tolerate them.
     fn check_threads(&self) -> Result<()> {

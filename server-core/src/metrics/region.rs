@@ -1,6 +1,7 @@
-//! The memory every process of the server shares for its metrics: mapped once by the
-//! parent before any fork (`MAP_SHARED | MAP_ANONYMOUS`), so each worker inherits the same
-//! physical pages. Each worker adds to its own slot with relaxed atomic increments (no
+//! The memory every process of the server shares for its metrics: a memfd mapped once by
+//! the parent before any fork (`MAP_SHARED`), so each forked worker inherits the same
+//! physical pages, and a worker that execs a program (the Python workers) maps the same
+//! memfd again from the descriptor it is given. Each worker adds to its own slot with relaxed atomic increments (no
 //! lock, no system call, no allocation on the request path); the parent writes what only
 //! it knows (restarts, the accept queue, workers' RSS and CPU); whichever process serves
 //! a scrape reads everything.
@@ -14,7 +15,9 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::sys::mman::{mmap, MapFlags, ProtFlags};
 
 use crate::error::{Error, Result};
 use crate::restart_reason::RestartReason;
@@ -105,6 +108,8 @@ pub(crate) struct Region {
 }
 
 static REGION: OnceLock<&'static Region> = OnceLock::new();
+/// The memfd the parent mapped the region from.
+static MEMORY: OnceLock<OwnedFd> = OnceLock::new();
 static THIS_WORKER: OnceLock<(usize, &'static WorkerSlot)> = OnceLock::new();
 /// Whether workers count requests (`--metrics-bind`); connections are counted whenever a
 /// worker has a slot (the accept gate compares them). Set by the parent before any fork.
@@ -122,27 +127,27 @@ impl Region {
         if let Some(region) = REGION.get() {
             return Ok(region);
         }
-        let length = NonZeroUsize::new(std::mem::size_of::<Region>()).ok_or_else(|| {
-            Error::sys(
-                "the metrics region has no size",
-                std::io::Error::from(std::io::ErrorKind::InvalidInput),
-            )
-        })?;
-        // SAFETY: a fresh anonymous mapping, not aliased by anything yet.
-        let pointer = unsafe {
-            mmap_anonymous(
-                None,
-                length,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-            )
-        }
-        .map_err(|e| Error::sys("cannot map the shared metrics memory", e))?;
-        // SAFETY: the mapping is zero-filled, page-aligned and as long as `Region`, whose
-        // fields are all atomics, for which all-zero bytes are a valid value; it is never
-        // unmapped, so the reference lives as long as the process.
-        let region: &'static Region = unsafe { pointer.cast::<Region>().as_ref() };
+        let memory = nix::sys::memfd::memfd_create(
+            c"server-metrics",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+        )
+        .map_err(|e| Error::sys("cannot create the shared metrics memory", e))?;
+        nix::unistd::ftruncate(&memory, std::mem::size_of::<Region>() as i64)
+            .map_err(|e| Error::sys("cannot size the shared metrics memory", e))?;
+        let region = map(memory.as_fd())?;
+        let _ = MEMORY.set(memory);
         Ok(REGION.get_or_init(|| region))
+    }
+
+    /// Maps the region a parent created, from its memfd at `fd` (an exec'd worker).
+    pub(crate) fn adopt(fd: BorrowedFd<'_>) -> Result<&'static Region> {
+        let region = map(fd)?;
+        Ok(REGION.get_or_init(|| region))
+    }
+
+    /// The memfd behind the region, for a worker that execs (it maps it again).
+    pub(crate) fn memory_fd() -> Option<RawFd> {
+        MEMORY.get().map(AsRawFd::as_raw_fd)
     }
 
     /// The region, when metrics are on.
@@ -154,6 +159,42 @@ impl Region {
     pub(crate) fn slot(&self, index: usize) -> Option<&WorkerSlot> {
         self.slots.get(index)
     }
+}
+
+/// Maps `memory` (a memfd as long as [`Region`], zero-filled by the kernel at creation).
+fn map(memory: BorrowedFd<'_>) -> Result<&'static Region> {
+    let length = NonZeroUsize::new(std::mem::size_of::<Region>()).ok_or_else(|| {
+        Error::sys(
+            "the metrics region has no size",
+            std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        )
+    })?;
+    // SAFETY: a shared mapping of a memfd of this length, never unmapped.
+    let pointer = unsafe {
+        mmap(
+            None,
+            length,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            memory,
+            0,
+        )
+    }
+    .map_err(|e| Error::sys("cannot map the shared metrics memory", e))?;
+    // SAFETY: the mapping is page-aligned and as long as `Region`, whose fields are all
+    // atomics, for which any bytes (zero at creation) are a valid value; it is never
+    // unmapped, so the reference lives as long as the process.
+    Ok(unsafe { pointer.cast::<Region>().as_ref() })
+}
+
+/// Whether this worker counts requests (set in an exec'd worker from the parent's word).
+pub(crate) fn set_count_requests(on: bool) {
+    COUNT_REQUESTS.store(on, Ordering::Relaxed);
+}
+
+/// Whether requests are counted, to tell an exec'd worker.
+pub(crate) fn counts_requests() -> bool {
+    COUNT_REQUESTS.load(Ordering::Relaxed)
 }
 
 /// Called in a forked worker: its requests go to slot `index` from now on.

@@ -55,6 +55,8 @@ pub(crate) struct Steering {
     members: Vec<Pid>,
     /// Sockets of workers that died with connections in their queue, for the next workers.
     held: Vec<Listener>,
+    /// The socket handed to a new generation (USR2), once there is one.
+    handed_over: Option<Listener>,
 }
 
 impl Listeners {
@@ -163,6 +165,52 @@ impl Listeners {
                 by_worker.insert(pid, socket);
                 Ok(Some((pid, extra)))
             }
+        }
+    }
+
+    /// The socket a new generation (USR2) serves on: the shared one, or with steering a new
+    /// socket of the group (which gets new connections once the new generation is ready).
+    /// Per-worker sockets without steering cannot be handed over as one.
+    pub(crate) fn for_new_generation(&mut self) -> std::result::Result<Option<&Listener>, String> {
+        match self {
+            Listeners::Shared(listener) => Ok(listener.as_ref()),
+            Listeners::PerWorker {
+                steering: None, ..
+            } => Err(
+                "a binary upgrade hands over one shared socket: not available with one socket per worker"
+                    .into(),
+            ),
+            Listeners::PerWorker {
+                addr,
+                backlog,
+                steering: Some(steering),
+                ..
+            } => {
+                if steering.handed_over.is_none() {
+                    let socket = listener::bind_into_group(*addr, *backlog)
+                        .map_err(|e| format!("cannot open a socket for the new generation: {e}"))?;
+                    steering.handed_over = Some(Listener::Tcp(socket));
+                }
+                Ok(steering.handed_over.as_ref())
+            }
+        }
+    }
+
+    /// Sends every new connection to the socket handed to the new generation.
+    pub(crate) fn steer_to_handed_over(&mut self) {
+        let Listeners::PerWorker {
+            steering: Some(steering),
+            ..
+        } = self
+        else {
+            return;
+        };
+        steering.members.clear();
+        let Some(socket) = &steering.handed_over else {
+            return;
+        };
+        if let Err(e) = steering.program.set_members(&[socket.as_fd()]) {
+            tracing::error!("cannot steer new connections to the new generation: {e}");
         }
     }
 
@@ -358,6 +406,7 @@ fn load_steering() -> Option<Steering> {
                 program,
                 members: Vec::new(),
                 held: Vec::new(),
+                handed_over: None,
             })
         }
         Err(e) => {

@@ -149,6 +149,9 @@ pub(crate) enum WorkerExit {
     Clean,
     /// Non-zero status or killed by a signal.
     Failed,
+    /// Exit status [`crate::EXIT_APP_CANNOT_START`]: the app cannot start, and would not at
+    /// the next try either.
+    AppCannotStart,
 }
 
 /// A state change operators (systemd, an upgrading parent) are told about.
@@ -188,6 +191,8 @@ pub(crate) enum Action {
     SteerTo(Pid),
     /// Send no new connection to this worker's socket (it is about to leave).
     SteerAway(Pid),
+    /// Send every new connection to the socket handed to the new generation (USR2).
+    SteerToNewGeneration,
     /// Start a new parent from the executable on disk, handing it the listener.
     StartUpgrade,
     /// Tell the outside world about a state change.
@@ -791,13 +796,21 @@ impl Supervisor {
             return Vec::new();
         };
         if self.phase != Phase::Serving {
-            if exit == WorkerExit::Failed && state != WorkerState::Killed {
+            if exit != WorkerExit::Clean && state != WorkerState::Killed {
                 self.unclean_stop = true;
             }
             return Vec::new();
         }
         match state {
             WorkerState::Leaving { .. } | WorkerState::Stopping { .. } | WorkerState::Killed => {}
+            WorkerState::Starting { .. } if exit == WorkerExit::AppCannotStart => {
+                // Another start would fail the same way: no crash loop.
+                tracing::error!(
+                    "worker {pid}: the app cannot start (its error is above); giving up"
+                );
+                self.died_unready = self.settings.max_startup_failures.saturating_sub(1);
+                self.note_failed_start(StartFailure::DiedUnready, now);
+            }
             WorkerState::Starting { .. } => {
                 tracing::error!("worker {pid} died before it was ready ({exit:?})");
                 self.note_failed_start(StartFailure::DiedUnready, now);
@@ -899,9 +912,39 @@ impl Supervisor {
             .filter(|s| !matches!(s, WorkerState::Stopping { .. } | WorkerState::Killed))
             .count() as u64;
         self.restarts[RestartReason::Upgrade.index()] += leaving;
-        let mut actions = self.stop_all_workers(deadline, now, DrainReason::Restart);
-        actions.push(Action::CloseListener);
-        actions
+        match self.settings.leaving {
+            Leaving::AtOnce => {
+                let mut actions = self.stop_all_workers(deadline, now, DrainReason::Restart);
+                actions.push(Action::CloseListener);
+                actions
+            }
+            // New connections go to the socket the new generation serves on; each old
+            // worker is signalled once its own queue is empty (the parent keeps its copies
+            // of their sockets to watch the queues).
+            Leaving::AfterItsQueueEmpties => {
+                self.phase = Phase::Stopping;
+                let pids: Vec<Pid> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, s)| {
+                        !matches!(s, WorkerState::Stopping { .. } | WorkerState::Killed)
+                    })
+                    .map(|(&pid, _)| pid)
+                    .collect();
+                for pid in pids {
+                    self.workers.insert(
+                        pid,
+                        WorkerState::Leaving {
+                            kill_at: deadline,
+                            reason: DrainReason::Restart,
+                            give_up_at: now + QUEUE_WAIT_LIMIT,
+                            empty_since: None,
+                        },
+                    );
+                }
+                vec![Action::SteerToNewGeneration]
+            }
+        }
     }
 
     fn on_tick(&mut self, now: Instant) -> Vec<Action> {

@@ -402,7 +402,7 @@ impl Parent<'_> {
                 continue;
             }
             self.observer.reaped(pid);
-            if exit == WorkerExit::Failed {
+            if exit != WorkerExit::Clean {
                 tracing::warn!("worker {pid} failed");
             }
             events.push(Event::WorkerExited { pid, exit });
@@ -531,6 +531,7 @@ impl Parent<'_> {
                 }
                 Action::SteerTo(pid) => self.listeners.steer_to(pid),
                 Action::SteerAway(pid) => self.listeners.steer_away(pid),
+                Action::SteerToNewGeneration => self.listeners.steer_to_handed_over(),
                 Action::StartUpgrade => {
                     if let Err(e) = self.start_upgrade() {
                         tracing::error!("binary upgrade failed: {e}");
@@ -643,13 +644,9 @@ impl Parent<'_> {
     }
 
     fn start_upgrade(&mut self) -> std::result::Result<(), String> {
-        if matches!(self.listeners, Listeners::PerWorker { .. }) {
-            return Err(
-                "a binary upgrade hands over one shared socket: not available with one socket per worker"
-                    .into(),
-            );
-        }
-        let (Some(listener), Some(relaunch)) = (self.listeners.any(), &self.relaunch) else {
+        let (Some(listener), Some(relaunch)) =
+            (self.listeners.for_new_generation()?, &self.relaunch)
+        else {
             return Err("no listener or executable to upgrade with".into());
         };
         let extra_env: Vec<_> = self
@@ -721,10 +718,10 @@ fn reap_children(stop_signal: Option<Signal>) -> Vec<(Pid, WorkerExit)> {
                 if code != 0 {
                     tracing::warn!("process {pid} exited with status {code}");
                 }
-                let exit = if code == 0 {
-                    WorkerExit::Clean
-                } else {
-                    WorkerExit::Failed
+                let exit = match code {
+                    0 => WorkerExit::Clean,
+                    crate::EXIT_APP_CANNOT_START => WorkerExit::AppCannotStart,
+                    _ => WorkerExit::Failed,
                 };
                 reaped.push((pid, exit));
             }

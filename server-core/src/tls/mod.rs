@@ -17,7 +17,7 @@ pub(crate) use resolver::RotatingCertificate;
 pub(crate) use watch::{PairChange, PairWatch};
 
 /// Whether clients must present a certificate (uvicorn's `--ssl-cert-reqs`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ClientAuth {
     /// No client certificate asked for (0).
     #[default]
@@ -29,7 +29,7 @@ pub enum ClientAuth {
 }
 
 /// Where the certificate pair and the client CAs are, and what to offer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct TlsSettings {
     /// The certificate chain, PEM (leaf first).

@@ -32,6 +32,9 @@ pub(super) trait WorkerListener {
     /// listener has one (TCP).
     fn gate(&self) -> Option<AcceptGate>;
 
+    /// The address it listens on (TCP).
+    fn local_address(&self) -> Option<std::net::SocketAddr>;
+
     /// Waits for the next connection through `gate`. Cancel-safe, as [`Self::accept`].
     fn accept_gated(
         &self,
@@ -67,6 +70,10 @@ impl WorkerListener for TcpListener {
         AcceptGate::new(self.as_fd())
     }
 
+    fn local_address(&self) -> Option<std::net::SocketAddr> {
+        self.local_addr().ok()
+    }
+
     async fn accept_gated(&self, gate: &AcceptGate) -> io::Result<(TcpStream, String)> {
         gate.accept().await
     }
@@ -86,6 +93,10 @@ impl WorkerListener for UnixListener {
     }
 
     fn gate(&self) -> Option<AcceptGate> {
+        None
+    }
+
+    fn local_address(&self) -> Option<std::net::SocketAddr> {
         None
     }
 

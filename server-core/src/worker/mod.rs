@@ -162,10 +162,11 @@ async fn serve_on<L: WorkerListener>(
         gate: listener
             .gate()
             .filter(|_| config.balance && config.listener_mode == ListenerMode::Shared),
+        local: listener.local_address(),
     };
 
     control_write.write_all(&[ToParent::Ready.encode()]).await?;
-    let reporter = tokio::spawn(report_to_parent(control_write, quota));
+    let reporter = tokio::spawn(report_to_parent(control_write, quota, app.liveness.clone()));
     let stop = wait_for_stop(
         control_read,
         config.graceful_timeout,
@@ -258,6 +259,8 @@ struct Acceptor<'a> {
     tls: Option<WorkerTls>,
     /// The accept gate that spreads connections over the workers (TCP, with a slot).
     gate: Option<balance::AcceptGate>,
+    /// The listener's address (TCP), for [`crate::ConnectionInfo`].
+    local: Option<std::net::SocketAddr>,
 }
 
 impl Acceptor<'_> {
@@ -360,6 +363,7 @@ impl Acceptor<'_> {
 
     /// The request wrapper of a new connection from `peer`.
     fn service(&self, peer: String, activity: Arc<activity::Activity>) -> WorkerService {
+        let peer_address = peer.parse().ok();
         WorkerService {
             router: self.app.router.clone(),
             draining: self.context.draining.clone(),
@@ -372,6 +376,11 @@ impl Acceptor<'_> {
                 .clone()
                 .map(|path| (path, self.context.unready.clone())),
             client_certificate: None,
+            connection: crate::ConnectionInfo {
+                client: peer_address,
+                server: self.local,
+                tls: self.tls.is_some(),
+            },
         }
     }
 }

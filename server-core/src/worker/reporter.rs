@@ -50,12 +50,18 @@ impl RequestQuota {
 pub(crate) async fn report_to_parent(
     mut control: OwnedWriteHalf,
     quota: Option<Arc<RequestQuota>>,
+    liveness: Option<crate::app::Liveness>,
 ) {
     let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
     let mut quota_pending = quota.is_some();
     loop {
         let message = tokio::select! {
-            _ = ticks.tick() => ToParent::Heartbeat,
+            _ = ticks.tick() => {
+                if liveness.as_ref().is_some_and(|alive| !alive()) {
+                    continue;
+                }
+                ToParent::Heartbeat
+            }
             () = async {
                 match &quota {
                     Some(q) => q.reached.notified().await,

@@ -41,6 +41,8 @@ pub(crate) struct WorkerService {
     pub(crate) activity: Arc<Activity>,
     /// The client's certificate on an mTLS connection, given to every request.
     pub(crate) client_certificate: Option<ClientCertificate>,
+    /// Who is at each end, for apps that report it (the ASGI scope's `client`, `server`).
+    pub(crate) connection: crate::ConnectionInfo,
 }
 
 impl WorkerService {
@@ -131,6 +133,7 @@ impl hyper::service::Service<Request<Incoming>> for WorkerService {
         if let Some(client) = &self.client_certificate {
             request.extensions_mut().insert(client.clone());
         }
+        request.extensions_mut().insert(self.connection);
         let version = request.version();
         let started = record::request_clock();
         let method = record::method_index(request.method());

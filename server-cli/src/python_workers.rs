@@ -1,0 +1,133 @@
+//! Python ASGI apps: which interpreter each worker execs, and how it finds the worker module.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use server_core::exec_worker::ExecWorker;
+
+use crate::cli::{Cli, LifespanArg, LoopArg};
+
+/// The extension module the interpreter imports, as cargo names its build output.
+const MODULE_FILE: &str = "libzerodrop_worker.so";
+/// Set to a built module's path to use it instead of the installed `zerodrop_worker`.
+const MODULE_VARIABLE: &str = "ZERODROP_WORKER_MODULE";
+
+/// What each worker runs: `python -c BOOTSTRAP app app_dir factory lifespan root_path loop`.
+const BOOTSTRAP: &str = r#"
+import os, sys
+path = os.environ.pop("ZERODROP_WORKER_MODULE", "")
+if path:
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("zerodrop_worker", path)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+else:
+    import zerodrop_worker as worker
+app, app_dir, factory, lifespan, root_path, loop = sys.argv[1:7]
+sys.exit(worker.serve(app, app_dir, factory == "1", lifespan, root_path, loop))
+"#;
+
+/// Where the interpreter comes from, in the order a user expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterpreterSource {
+    /// The activated virtualenv (`VIRTUAL_ENV`).
+    ActiveVirtualenv(PathBuf),
+    /// The virtualenv this binary is installed into (`<venv>/bin/server-cli`).
+    InstalledInto(PathBuf),
+    /// `python3` on `PATH`.
+    Path(PathBuf),
+}
+
+impl InterpreterSource {
+    /// The interpreter's path.
+    pub fn python(&self) -> &Path {
+        match self {
+            InterpreterSource::ActiveVirtualenv(p)
+            | InterpreterSource::InstalledInto(p)
+            | InterpreterSource::Path(p) => p,
+        }
+    }
+}
+
+/// Chooses the interpreter: `VIRTUAL_ENV/bin/python`, else a `python` beside this binary
+/// (a virtualenv's `bin`), else `python3` on `PATH`.
+pub fn find_interpreter(
+    virtual_env: Option<&Path>,
+    own_dir: Option<&Path>,
+    path: Option<&std::ffi::OsStr>,
+) -> Option<InterpreterSource> {
+    let runnable = |p: &Path| p.is_file();
+    if let Some(venv) = virtual_env {
+        let python = venv.join("bin").join("python");
+        if runnable(&python) {
+            return Some(InterpreterSource::ActiveVirtualenv(python));
+        }
+    }
+    if let Some(dir) = own_dir {
+        let python = dir.join("python");
+        if runnable(&python)
+            && dir
+                .parent()
+                .is_some_and(|venv| venv.join("pyvenv.cfg").is_file())
+        {
+            return Some(InterpreterSource::InstalledInto(python));
+        }
+    }
+    std::env::split_paths(path?)
+        .map(|dir| dir.join("python3"))
+        .find(|p| runnable(p))
+        .map(InterpreterSource::Path)
+}
+
+/// The worker program for `cli.app`.
+pub fn exec_worker(cli: &Cli, app: &str) -> anyhow::Result<ExecWorker> {
+    let own_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf));
+    let source = find_interpreter(
+        std::env::var_os("VIRTUAL_ENV").as_deref().map(Path::new),
+        own_dir.as_deref(),
+        std::env::var_os("PATH").as_deref(),
+    )
+    .context("no Python interpreter: activate a virtualenv, or put python3 on PATH")?;
+    tracing::info!("Python workers: {}", source.python().display());
+    let mut env = Vec::new();
+    let built_module = own_dir
+        .map(|dir| dir.join(MODULE_FILE))
+        .filter(|m| m.is_file());
+    if std::env::var_os(MODULE_VARIABLE).is_none() {
+        if let Some(module) = built_module {
+            env.push((OsString::from(MODULE_VARIABLE), module.into_os_string()));
+        }
+    }
+    let app_dir = std::path::absolute(&cli.app_dir)
+        .with_context(|| format!("bad --app-dir {}", cli.app_dir.display()))?;
+    let lifespan = match cli.lifespan {
+        LifespanArg::Auto => "auto",
+        LifespanArg::On => "on",
+        LifespanArg::Off => "off",
+    };
+    let event_loop = match cli.event_loop {
+        LoopArg::Auto => "auto",
+        LoopArg::Asyncio => "asyncio",
+        LoopArg::Uvloop => "uvloop",
+    };
+    let python = source.python().as_os_str().to_os_string();
+    let args = [
+        python.clone(),
+        "-c".into(),
+        BOOTSTRAP.into(),
+        app.into(),
+        app_dir.into_os_string(),
+        if cli.factory { "1" } else { "0" }.into(),
+        lifespan.into(),
+        cli.root_path.clone().into(),
+        event_loop.into(),
+    ];
+    Ok(ExecWorker {
+        program: PathBuf::from(python),
+        args: args.into_iter().collect(),
+        env,
+    })
+}
