@@ -218,6 +218,62 @@ pub fn example(name: &str) -> std::path::PathBuf {
     profile_dir.join("examples").join(name)
 }
 
+/// Builds the Python workers' extension module (`cargo test` builds no cdylib of another
+/// package by itself), once per test program, into the target directory, where
+/// `server-cli` finds it next to itself.
+pub fn asgi_module() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let profile_dir = Path::new(server_cli())
+            .parent()
+            .expect("a profile directory");
+        let target_dir = profile_dir.parent().expect("a target directory");
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "--quiet", "-p", "server-asgi"])
+            .arg("--target-dir")
+            .arg(target_dir);
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        assert!(
+            build.status().expect("cargo runs").success(),
+            "cargo build -p server-asgi failed"
+        );
+    });
+}
+
+/// A virtualenv with FastAPI for the tests of FastAPI apps (`target/asgi-venv`, made once,
+/// under a lock: test programs run at the same time); its path.
+pub fn fastapi_venv() -> std::path::PathBuf {
+    let profile_dir = Path::new(server_cli())
+        .parent()
+        .expect("a profile directory");
+    let venv = profile_dir
+        .parent()
+        .expect("a target directory")
+        .join("asgi-venv");
+    let lock = std::fs::File::create(venv.with_extension("lock")).unwrap();
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let ready = venv.join(".fastapi-installed");
+    if !ready.exists() {
+        let made = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(made.success(), "python3 -m venv failed");
+        let installed = Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet", "fastapi"])
+            .status()
+            .unwrap();
+        assert!(installed.success(), "pip install fastapi failed");
+        std::fs::write(&ready, "").unwrap();
+    }
+    venv
+}
+
 /// A parsed HTTP response.
 #[derive(Debug)]
 pub struct Response {

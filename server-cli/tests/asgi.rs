@@ -1,0 +1,305 @@
+//! Python ASGI apps in the workers, through real clients: the scope, bodies both ways,
+//! errors, lifespan, bad input. A plain ASGI app (no dependencies) on the `python3` on PATH.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{http_get, raw_request, server_cli, RunningServer};
+
+fn fixtures() -> String {
+    format!("{}/tests/fixtures/asgi", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `server-cli APP --app-dir fixtures/asgi ARGS` with `env`, started and answering.
+fn start(app: &str, args: &[&str], env: &[(&str, &str)]) -> RunningServer {
+    common::asgi_module();
+    let mut command = Command::new(server_cli());
+    command
+        .args([app, "--app-dir", &fixtures(), "--port", "0"])
+        .args(args)
+        .env_remove("VIRTUAL_ENV");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    RunningServer::start_command(command)
+}
+
+fn conformance(args: &[&str]) -> RunningServer {
+    start("conformance_app:app", args, &[])
+}
+
+fn json_of(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[test]
+fn the_http_scope_has_every_key_asgi_defines_with_the_right_types() {
+    let server = conformance(&["--workers", "1", "--root-path", "/api"]);
+    let response = raw_request(
+        server.addr,
+        b"GET /scope/caf%C3%A9%20x?q=1&r=%20 HTTP/1.1\r\nHost: example\r\nX-Test: Value\r\nX-Test: Second\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(response.status, 200, "{}", response.head);
+    let scope = json_of(&response.body);
+    assert_eq!(scope["type"], "http");
+    assert_eq!(scope["asgi"]["version"], "3.0");
+    assert_eq!(scope["asgi"]["spec_version"], "2.4");
+    assert_eq!(scope["http_version"], "1.1");
+    assert_eq!(scope["method"], "GET");
+    assert_eq!(scope["scheme"], "http");
+    // Decoded (UTF-8), shown here through latin-1 of its bytes... path is str: as is.
+    assert_eq!(scope["path"], "/scope/café x");
+    assert_eq!(scope["raw_path"], "/scope/caf%C3%A9%20x");
+    assert_eq!(scope["query_string"], "q=1&r=%20");
+    assert_eq!(scope["root_path"], "/api");
+    let headers = scope["headers"].as_array().unwrap();
+    let test: Vec<_> = headers
+        .iter()
+        .filter(|h| h[0] == "x-test")
+        .map(|h| h[1].as_str().unwrap())
+        .collect();
+    assert_eq!(test, ["Value", "Second"], "{headers:?}");
+    assert!(headers.iter().any(|h| h[0] == "host" && h[1] == "example"));
+    assert_eq!(scope["client"][0], "127.0.0.1");
+    assert!(scope["client"][1].as_u64().unwrap() > 0);
+    assert_eq!(scope["server"][0], "127.0.0.1");
+    assert_eq!(
+        scope["server"][1].as_u64(),
+        Some(u64::from(server.addr.port()))
+    );
+}
+
+#[test]
+fn request_bodies_arrive_in_chunks_with_content_length_and_chunked() {
+    let server = conformance(&["--workers", "1"]);
+    let body = vec![b'x'; 1 << 20];
+    let mut request = format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend(&body);
+    let response = raw_request(server.addr, &request).unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body.len(), 1 << 20);
+    let chunks: u32 = header(&response.head, "x-chunks").parse().unwrap();
+    assert!(chunks >= 2, "a 1 MiB body in {chunks} message(s)");
+
+    let mut chunked = b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for part in body.chunks(64 << 10) {
+        chunked.extend(format!("{:x}\r\n", part.len()).as_bytes());
+        chunked.extend(part);
+        chunked.extend(b"\r\n");
+    }
+    chunked.extend(b"0\r\n\r\n");
+    let response = raw_request(server.addr, &chunked).unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body.len(), 1 << 20);
+}
+
+fn header<'a>(head: &'a str, name: &str) -> &'a str {
+    head.lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+        .unwrap_or_else(|| panic!("no {name} in {head}"))
+}
+
+#[test]
+fn streamed_responses_and_repeated_headers_come_through_as_sent() {
+    let server = conformance(&["--workers", "1"]);
+    let response = http_get(server.addr, "/stream?n=5").unwrap();
+    assert_eq!(response.status, 200);
+    assert!(response
+        .head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked"));
+    let text: String = (0..5).map(|i| format!("chunk {i}\n")).collect();
+    assert_eq!(dechunk(&response.body), text);
+    let response = http_get(server.addr, "/headers").unwrap();
+    let cookies: Vec<_> = response
+        .head
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("set-cookie"))
+        .collect();
+    assert_eq!(cookies.len(), 2, "{}", response.head);
+    // HEAD: the head only.
+    let head = raw_request(
+        server.addr,
+        b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
+}
+
+/// The payload of a chunked body.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    out
+}
+
+#[test]
+fn an_app_error_is_a_500_before_the_response_and_a_cut_after_and_the_worker_serves_on() {
+    let mut server = conformance(&["--workers", "1"]);
+    let before = http_get(server.addr, "/raise-before").unwrap();
+    assert_eq!(before.status, 500);
+    server.wait_for_line("Exception in ASGI application");
+    server.wait_for_line("boom before the response");
+    let none = http_get(server.addr, "/no-response").unwrap();
+    assert_eq!(none.status, 500);
+    server.wait_for_line("returned without starting response");
+    // After the start: never a complete-looking response (no last chunk).
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET /raise-after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.contains("partial"), "{got}");
+    assert!(
+        !got.ends_with("0\r\n\r\n"),
+        "the response looks complete: {got:?}"
+    );
+    server.wait_for_line("boom after the response started");
+    assert_eq!(http_get(server.addr, "/").unwrap().status, 200);
+}
+
+#[test]
+fn a_client_that_goes_away_is_an_http_disconnect_for_the_app() {
+    let server = conformance(&["--workers", "1"]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .write_all(b"POST /wait-disconnect HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = http_get(server.addr, "/disconnects").unwrap().body;
+        if seen == "1" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the app never saw http.disconnect ({seen})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_lifespan_runs_before_ready_and_its_state_reaches_every_request() {
+    let mut server = conformance(&["--workers", "2"]);
+    let state = json_of(&http_get(server.addr, "/state").unwrap().body);
+    assert_eq!(state["started"], "yes");
+    let startup = server.wait_for_line("Application startup complete.");
+    assert!(!startup.is_empty());
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, _) = server.wait_exit(Duration::from_secs(20));
+    assert!(status.success());
+    server.wait_for_lines("Application shutdown complete.", 2);
+}
+
+/// Runs `server-cli ARGS` to its end (bounded); returns the status and its stderr.
+fn run_to_end(app: &str, env: &[(&str, &str)]) -> (i32, String) {
+    common::asgi_module();
+    let mut command = assert_cmd::Command::new(server_cli());
+    command
+        .args([
+            app,
+            "--app-dir",
+            &fixtures(),
+            "--port",
+            "0",
+            "--workers",
+            "2",
+        ])
+        .env_remove("VIRTUAL_ENV")
+        .timeout(Duration::from_secs(30));
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_app_that_cannot_start_is_one_line_and_exit_1_without_a_crash_loop() {
+    for (app, env, line) in [
+        (
+            "no_such_module:app",
+            vec![],
+            "Could not import module \"no_such_module\"",
+        ),
+        (
+            "conformance_app:nope",
+            vec![],
+            "Attribute \"nope\" not found in module \"conformance_app\"",
+        ),
+        (
+            "conformance_app:seen_disconnects",
+            vec![],
+            "is not callable",
+        ),
+        (
+            "conformance_app:app",
+            vec![("FAIL_STARTUP", "1")],
+            "Application startup failed: no database",
+        ),
+    ] {
+        let started = Instant::now();
+        let (code, log) = run_to_end(app, &env);
+        assert_eq!(code, 1, "{app}: {log}");
+        assert!(log.contains(line), "{app}: {log}");
+        assert!(log.contains("giving up"), "{app}: {log}");
+        // Two workers were started, and no more: no respawn of an app that cannot start.
+        let starts = log.matches("Python 3").count();
+        assert!(starts <= 2, "{app}: {starts} starts\n{log}");
+        assert!(started.elapsed() < Duration::from_secs(15), "{app}");
+    }
+}
+
+#[test]
+fn a_handler_that_blocks_the_event_loop_makes_a_hung_worker_that_is_replaced() {
+    let mut server = conformance(&["--workers", "1", "--timeout-worker-healthcheck", "2"]);
+    let before = server.wait_for_workers(1);
+    let addr = server.addr;
+    std::thread::spawn(move || http_get(addr, "/block?secs=8"));
+    server.wait_for_line("sent no heartbeat");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = server.workers();
+        if now.len() == 1 && now != before && http_get(addr, "/").is_some_and(|r| r.status == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not replaced: {before:?} -> {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
