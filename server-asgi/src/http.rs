@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCo
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use tokio::sync::{mpsc, oneshot};
@@ -544,11 +545,11 @@ impl HttpCycle {
     }
 
     fn send(&mut self, py: Python<'_>, message: Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
-        let kind: String = message
-            .get_item("type")?
-            .ok_or_else(|| PyRuntimeError::new_err("ASGI message without a type"))?
-            .extract()?;
-        match kind.as_str() {
+        let kind = message
+            .get_item(intern!(py, "type"))?
+            .ok_or_else(|| PyRuntimeError::new_err("ASGI message without a type"))?;
+        let kind: std::borrow::Cow<'_, str> = kind.extract()?;
+        match &*kind {
             "http.response.start" => {
                 if self.response.is_none() || self.head.is_some() {
                     return Err(PyRuntimeError::new_err(
@@ -556,18 +557,22 @@ impl HttpCycle {
                     ));
                 }
                 let status: u16 = message
-                    .get_item("status")?
+                    .get_item(intern!(py, "status"))?
                     .ok_or_else(|| PyRuntimeError::new_err("http.response.start without a status"))?
                     .extract()?;
                 let mut headers = HeaderMap::new();
-                if let Some(list) = message.get_item("headers")? {
+                if let Some(list) = message.get_item(intern!(py, "headers"))? {
                     for pair in list.try_iter()? {
-                        let (name, value): (Vec<u8>, Vec<u8>) = pair?.extract()?;
-                        let name = HeaderName::from_bytes(&name).map_err(|e| {
-                            PyRuntimeError::new_err(format!("bad header name: {e}"))
+                        let pair = pair?;
+                        let name = bytes_of(&pair.get_item(0)?, |name| {
+                            HeaderName::from_bytes(name).map_err(|e| {
+                                PyRuntimeError::new_err(format!("bad header name: {e}"))
+                            })
                         })?;
-                        let value = HeaderValue::from_bytes(&value).map_err(|e| {
-                            PyRuntimeError::new_err(format!("bad header value: {e}"))
+                        let value = bytes_of(&pair.get_item(1)?, |value| {
+                            HeaderValue::from_bytes(value).map_err(|e| {
+                                PyRuntimeError::new_err(format!("bad header value: {e}"))
+                            })
                         })?;
                         headers.append(name, value);
                     }
@@ -576,11 +581,11 @@ impl HttpCycle {
                 ready(py, py.None())
             }
             "http.response.body" => {
-                let body: Bytes = match message.get_item("body")? {
-                    Some(b) => Bytes::from(b.extract::<Vec<u8>>()?),
+                let body: Bytes = match message.get_item(intern!(py, "body"))? {
+                    Some(b) => bytes_of(&b, |bytes| Ok(Bytes::copy_from_slice(bytes)))?,
                     None => Bytes::new(),
                 };
-                let more: bool = match message.get_item("more_body")? {
+                let more: bool = match message.get_item(intern!(py, "more_body"))? {
                     Some(m) => m.extract()?,
                     None => false,
                 };
@@ -620,16 +625,30 @@ impl HttpCycle {
 
 fn request_message(py: Python<'_>, body: &[u8], more: bool) -> PyResult<Py<PyAny>> {
     let message = PyDict::new(py);
-    message.set_item("type", "http.request")?;
-    message.set_item("body", PyBytes::new(py, body))?;
-    message.set_item("more_body", more)?;
+    message.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
+    message.set_item(intern!(py, "body"), PyBytes::new(py, body))?;
+    message.set_item(intern!(py, "more_body"), more)?;
     Ok(message.into_any().unbind())
 }
 
 fn disconnect_message(py: Python<'_>) -> PyResult<Py<PyAny>> {
     let message = PyDict::new(py);
-    message.set_item("type", "http.disconnect")?;
+    message.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?;
     Ok(message.into_any().unbind())
+}
+
+/// Runs `f` on the bytes of a `bytes`-like object without copying them one by one
+/// (pyo3's `Vec<u8>` extraction walks a sequence item by item).
+fn bytes_of<T>(object: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> PyResult<T>) -> PyResult<T> {
+    if let Ok(bytes) = object.cast::<PyBytes>() {
+        return f(bytes.as_bytes());
+    }
+    let builtins = object.py().import("builtins")?;
+    let converted = builtins.getattr("bytes")?.call1((object,))?;
+    let bytes = converted
+        .cast::<PyBytes>()
+        .map_err(|_| PyRuntimeError::new_err("expected bytes"))?;
+    f(bytes.as_bytes())
 }
 
 /// A new future of the loop (the loop thread).

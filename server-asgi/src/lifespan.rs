@@ -186,6 +186,8 @@ fn ended(py: Python<'_>, error: Option<PyErr>) {
                     "Exception in 'lifespan' protocol\n{}",
                     crate::app_loader::one_line(py, e)
                 )),
+                // Returned at once (`if scope["type"] != "http": return`): no lifespan.
+                (None, Mode::Auto) => Ok(()),
                 (None, _) => Err("the lifespan ended before startup completed".into()),
             };
             let _ = reply.send(outcome);

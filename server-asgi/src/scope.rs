@@ -4,6 +4,7 @@
 use axum::http::request::Parts;
 use axum::http::Version;
 use percent_encoding::percent_decode;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
@@ -14,8 +15,8 @@ const SPEC_VERSION: &str = "2.4";
 /// `{"version": "3.0", "spec_version": "2.4"}`.
 pub(crate) fn asgi_versions<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
     let asgi = PyDict::new(py);
-    asgi.set_item("version", ASGI_VERSION)?;
-    asgi.set_item("spec_version", SPEC_VERSION)?;
+    asgi.set_item(intern!(py, "version"), intern!(py, ASGI_VERSION))?;
+    asgi.set_item(intern!(py, "spec_version"), intern!(py, SPEC_VERSION))?;
     Ok(asgi)
 }
 
@@ -45,27 +46,27 @@ pub(crate) fn http_scope<'py>(
     state: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let scope = PyDict::new(py);
-    scope.set_item("type", "http")?;
-    scope.set_item("asgi", asgi_versions(py)?)?;
+    scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+    scope.set_item(intern!(py, "asgi"), asgi_versions(py)?)?;
     let http_version = match head.version {
         Version::HTTP_10 => "1.0",
         Version::HTTP_2 => "2",
         _ => "1.1",
     };
-    scope.set_item("http_version", http_version)?;
-    scope.set_item("method", head.method.as_str())?;
+    scope.set_item(intern!(py, "http_version"), http_version)?;
+    scope.set_item(intern!(py, "method"), head.method.as_str())?;
     let connection = head.extensions.get::<server_core::ConnectionInfo>();
     let tls = connection.is_some_and(|c| c.tls);
-    scope.set_item("scheme", if tls { "https" } else { "http" })?;
+    scope.set_item(intern!(py, "scheme"), if tls { "https" } else { "http" })?;
     let raw_path = head.uri.path();
     let path = percent_decode(raw_path.as_bytes()).decode_utf8_lossy();
-    scope.set_item("path", &*path)?;
-    scope.set_item("raw_path", PyBytes::new(py, raw_path.as_bytes()))?;
+    scope.set_item(intern!(py, "path"), &*path)?;
+    scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw_path.as_bytes()))?;
     scope.set_item(
         "query_string",
         PyBytes::new(py, head.uri.query().unwrap_or("").as_bytes()),
     )?;
-    scope.set_item("root_path", root_path)?;
+    scope.set_item(intern!(py, "root_path"), root_path)?;
     let headers = PyList::empty(py);
     if head.headers.get("host").is_none() {
         // HTTP/2 carries the host as :authority; ASGI apps look for `host`.
@@ -82,11 +83,11 @@ pub(crate) fn http_scope<'py>(
             PyBytes::new(py, value.as_bytes()),
         ))?;
     }
-    scope.set_item("headers", headers)?;
-    scope.set_item("client", address(py, connection.and_then(|c| c.client))?)?;
-    scope.set_item("server", address(py, connection.and_then(|c| c.server))?)?;
+    scope.set_item(intern!(py, "headers"), headers)?;
+    scope.set_item(intern!(py, "client"), address(py, connection.and_then(|c| c.client))?)?;
+    scope.set_item(intern!(py, "server"), address(py, connection.and_then(|c| c.server))?)?;
     if let Some(state) = state {
-        scope.set_item("state", state.copy()?)?;
+        scope.set_item(intern!(py, "state"), state.copy()?)?;
     }
     if let Some(certificate) = head.extensions.get::<server_core::ClientCertificate>() {
         let tls_extension = PyDict::new(py);
@@ -94,7 +95,7 @@ pub(crate) fn http_scope<'py>(
         tls_extension.set_item("client_cert_chain", PyList::empty(py))?;
         let extensions = PyDict::new(py);
         extensions.set_item("tls", tls_extension)?;
-        scope.set_item("extensions", extensions)?;
+        scope.set_item(intern!(py, "extensions"), extensions)?;
     }
     Ok(scope)
 }
