@@ -14,16 +14,29 @@ const MODULE_FILE: &str = "libzerodrop_worker.so";
 const MODULE_VARIABLE: &str = "ZERODROP_WORKER_MODULE";
 
 /// What each worker runs: `python -c BOOTSTRAP app app_dir factory lifespan root_path loop`.
+/// A Python it cannot use, or a module it cannot load, is one line and exit status 3 (the
+/// supervisor then gives up instead of starting the worker again).
 const BOOTSTRAP: &str = r#"
 import os, sys
+if sys.version_info < (3, 9):
+    sys.stderr.write("error: the Python workers need Python 3.9 or newer; %s is %s
+"
+                     % (sys.executable, sys.version.split()[0]))
+    sys.exit(3)
 path = os.environ.pop("ZERODROP_WORKER_MODULE", "")
-if path:
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("zerodrop_worker", path)
-    worker = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(worker)
-else:
-    import zerodrop_worker as worker
+try:
+    if path:
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("zerodrop_worker", path)
+        worker = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(worker)
+    else:
+        import zerodrop_worker as worker
+except Exception as e:
+    sys.stderr.write("error: cannot load the Python workers' module into %s: %s
+"
+                     % (sys.executable, e))
+    sys.exit(3)
 app, app_dir, factory, lifespan, root_path, loop = sys.argv[1:7]
 sys.exit(worker.serve(app, app_dir, factory == "1", lifespan, root_path, loop))
 "#;
@@ -130,4 +143,51 @@ pub fn exec_worker(cli: &Cli, app: &str) -> anyhow::Result<ExecWorker> {
         args: args.into_iter().collect(),
         env,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory `name` under the temp dir with an executable-looking `bin/python`.
+    fn venv(root: &Path, name: &str) -> PathBuf {
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::write(dir.join("bin").join("python"), "").unwrap();
+        std::fs::write(dir.join("bin").join("python3"), "").unwrap();
+        std::fs::write(dir.join("pyvenv.cfg"), "").unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_active_virtualenv_wins_then_the_one_installed_into_then_path() {
+        let root = std::env::temp_dir().join(format!("find-python-{}", std::process::id()));
+        let (active, installed, on_path) = (
+            venv(&root, "active"),
+            venv(&root, "installed"),
+            venv(&root, "path"),
+        );
+        let path = std::env::join_paths([on_path.join("bin")]).unwrap();
+        let own = installed.join("bin");
+        assert_eq!(
+            find_interpreter(Some(&active), Some(&own), Some(&path)),
+            Some(InterpreterSource::ActiveVirtualenv(active.join("bin/python")))
+        );
+        assert_eq!(
+            find_interpreter(None, Some(&own), Some(&path)),
+            Some(InterpreterSource::InstalledInto(installed.join("bin/python")))
+        );
+        // A binary outside a virtualenv (cargo's target directory): PATH.
+        assert_eq!(
+            find_interpreter(None, Some(&root), Some(&path)),
+            Some(InterpreterSource::Path(on_path.join("bin/python3")))
+        );
+        // A VIRTUAL_ENV that has no interpreter is passed over.
+        assert_eq!(
+            find_interpreter(Some(&root.join("gone")), None, Some(&path)),
+            Some(InterpreterSource::Path(on_path.join("bin/python3")))
+        );
+        assert_eq!(find_interpreter(None, None, None), None);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

@@ -176,7 +176,10 @@ fn an_app_error_is_a_500_before_the_response_and_a_cut_after_and_the_worker_serv
     let mut got = Vec::new();
     let _ = stream.read_to_end(&mut got);
     let got = String::from_utf8_lossy(&got);
-    assert!(got.contains("partial"), "{got}");
+    // What was sent before the failure may or may not have left (hyper drops what it has
+    // not flushed when the body fails: under load both frames are there at its first
+    // poll); what must never come is the end of the body.
+    assert!(got.is_empty() || got.starts_with("HTTP/1.1 200"), "{got}");
     assert!(
         !got.ends_with("0\r\n\r\n"),
         "the response looks complete: {got:?}"
