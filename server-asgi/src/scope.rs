@@ -61,7 +61,10 @@ pub(crate) fn http_scope<'py>(
     let raw_path = head.uri.path();
     let path = percent_decode(raw_path.as_bytes()).decode_utf8_lossy();
     scope.set_item(intern!(py, "path"), &*path)?;
-    scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw_path.as_bytes()))?;
+    scope.set_item(
+        intern!(py, "raw_path"),
+        PyBytes::new(py, raw_path.as_bytes()),
+    )?;
     scope.set_item(
         "query_string",
         PyBytes::new(py, head.uri.query().unwrap_or("").as_bytes()),
@@ -84,8 +87,14 @@ pub(crate) fn http_scope<'py>(
         ))?;
     }
     scope.set_item(intern!(py, "headers"), headers)?;
-    scope.set_item(intern!(py, "client"), address(py, connection.and_then(|c| c.client))?)?;
-    scope.set_item(intern!(py, "server"), address(py, connection.and_then(|c| c.server))?)?;
+    scope.set_item(
+        intern!(py, "client"),
+        address(py, connection.and_then(|c| c.client))?,
+    )?;
+    scope.set_item(
+        intern!(py, "server"),
+        address(py, connection.and_then(|c| c.server))?,
+    )?;
     if let Some(state) = state {
         scope.set_item(intern!(py, "state"), state.copy()?)?;
     }

@@ -19,8 +19,7 @@ const MODULE_VARIABLE: &str = "ZERODROP_WORKER_MODULE";
 const BOOTSTRAP: &str = r#"
 import os, sys
 if sys.version_info < (3, 9):
-    sys.stderr.write("error: the Python workers need Python 3.9 or newer; %s is %s
-"
+    sys.stderr.write("error: the Python workers need Python 3.9 or newer; %s is %s\n"
                      % (sys.executable, sys.version.split()[0]))
     sys.exit(3)
 path = os.environ.pop("ZERODROP_WORKER_MODULE", "")
@@ -33,8 +32,7 @@ try:
     else:
         import zerodrop_worker as worker
 except Exception as e:
-    sys.stderr.write("error: cannot load the Python workers' module into %s: %s
-"
+    sys.stderr.write("error: cannot load the Python workers' module into %s: %s\n"
                      % (sys.executable, e))
     sys.exit(3)
 app, app_dir, factory, lifespan, root_path, loop = sys.argv[1:7]
@@ -171,11 +169,15 @@ mod tests {
         let own = installed.join("bin");
         assert_eq!(
             find_interpreter(Some(&active), Some(&own), Some(&path)),
-            Some(InterpreterSource::ActiveVirtualenv(active.join("bin/python")))
+            Some(InterpreterSource::ActiveVirtualenv(
+                active.join("bin/python")
+            ))
         );
         assert_eq!(
             find_interpreter(None, Some(&own), Some(&path)),
-            Some(InterpreterSource::InstalledInto(installed.join("bin/python")))
+            Some(InterpreterSource::InstalledInto(
+                installed.join("bin/python")
+            ))
         );
         // A binary outside a virtualenv (cargo's target directory): PATH.
         assert_eq!(
