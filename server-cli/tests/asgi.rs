@@ -273,6 +273,11 @@ fn an_app_that_cannot_start_is_one_line_and_exit_1_without_a_crash_loop() {
             vec![("FAIL_STARTUP", "1")],
             "Application startup failed: no database",
         ),
+        (
+            "conformance_app:app",
+            vec![("ZERODROP_WORKER_MODULE", "/no/such/zerodrop_worker.so")],
+            "cannot load the Python workers' module",
+        ),
     ] {
         let started = Instant::now();
         let (code, log) = run_to_end(app, &env);

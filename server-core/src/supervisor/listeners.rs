@@ -298,7 +298,10 @@ impl Listeners {
                     return;
                 };
                 if let Some(socket) = by_worker.remove(&pid) {
-                    if queued_on(&socket) > 0 {
+                    // With tcp_migrate_req the kernel moves its queue to the members when
+                    // it closes (the program chooses for them too); without, the queue
+                    // waits for the replacement, which gets this socket.
+                    if queued_on(&socket) > 0 && !queues_migrate() {
                         steering.held.push(socket);
                     }
                 }
@@ -419,11 +422,15 @@ fn load_steering() -> Option<Steering> {
     }
 }
 
+/// Whether the kernel moves a closing listener's queue to the others of its group
+/// (`net.ipv4.tcp_migrate_req=1`).
+fn queues_migrate() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "1")
+}
+
 /// Warns when a draining worker's queue in per-worker mode would be reset, not migrated.
 fn warn_without_migration() {
-    let migrates = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
-        .is_ok_and(|v| v.trim() == "1");
-    if !migrates {
+    if !queues_migrate() {
         tracing::warn!(
             "one socket per worker without net.ipv4.tcp_migrate_req=1: connections queued on a worker that \
              leaves (rolling restart, scale-down, recycling) are reset instead of moved to the others"
