@@ -43,6 +43,10 @@ pub(crate) enum ToLoop {
     },
     /// A lifespan event.
     Lifespan(lifespan::ToLoop),
+    /// A new WebSocket.
+    WebSocket(Box<crate::websocket::NewWebSocket>),
+    /// A client message (or the disconnect) is waiting for WebSocket `0`.
+    WebSocketIncoming(u64),
 }
 
 /// A request, as the loop thread gets it.
@@ -82,6 +86,11 @@ struct Shared {
 }
 
 static SHARED: OnceLock<Shared> = OnceLock::new();
+
+/// The scope's `root_path`.
+pub(crate) fn root_path() -> String {
+    APP.get().map(|(_, root)| root.clone()).unwrap_or_default()
+}
 
 /// The app (the loop thread, once the worker runs).
 pub(crate) fn app(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
@@ -143,6 +152,9 @@ impl Drop for DisconnectGuard {
 /// The tokio side of a request: hands it to the loop thread and waits for the response.
 async fn handle(request: Request<Body>) -> Response<Body> {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    if crate::websocket::is_upgrade(&request) {
+        return crate::websocket::handle(id, request).await;
+    }
     let queue = LoopQueue::get();
     let (head, body) = request.into_parts();
     let body = if http_body::Body::is_end_stream(&body) {
@@ -271,6 +283,8 @@ pub(crate) fn handle_batch(py: Python<'_>, batch: Vec<ToLoop>) {
                 with_cycle(py, id, move |c, py| c.on_send_ready(py, permit))
             }
             ToLoop::Lifespan(event) => lifespan::on_event(py, event),
+            ToLoop::WebSocket(socket) => crate::websocket::start(py, *socket),
+            ToLoop::WebSocketIncoming(id) => crate::websocket::on_incoming(py, id),
         };
         if let Err(e) = result {
             e.print(py);

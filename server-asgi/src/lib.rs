@@ -16,6 +16,7 @@ mod bridge;
 mod http;
 mod lifespan;
 mod scope;
+mod websocket;
 
 use pyo3::prelude::*;
 

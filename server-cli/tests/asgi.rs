@@ -311,3 +311,130 @@ fn a_handler_that_blocks_the_event_loop_makes_a_hung_worker_that_is_replaced() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Opens a WebSocket to `path` offering `protocols`; returns the handshake response and
+/// the socket, or the HTTP status it was refused with.
+async fn open_websocket(
+    addr: std::net::SocketAddr,
+    path: &str,
+    protocols: Option<&str>,
+) -> Result<
+    (
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+        tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    ),
+    u16,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    if let Some(protocols) = protocols {
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", protocols.parse().unwrap());
+    }
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    match tokio_tungstenite::client_async(request, stream).await {
+        Ok((socket, response)) => Ok((response, socket)),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn websockets_accept_with_subprotocol_and_headers_echo_both_kinds_and_close_as_the_app_says() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = conformance(&["--workers", "1"]);
+    let addr = server.addr;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let (response, mut socket) = open_websocket(addr, "/ws", Some("chat, other"))
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["sec-websocket-protocol"], "chat");
+        assert_eq!(response.headers()["x-accepted"], "yes");
+        socket.send(Message::text("hello")).await.unwrap();
+        assert_eq!(
+            socket.next().await.unwrap().unwrap(),
+            Message::text("hello")
+        );
+        socket.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+        assert_eq!(
+            socket.next().await.unwrap().unwrap(),
+            Message::binary(vec![1u8, 2, 3])
+        );
+        socket.close(None).await.unwrap();
+
+        let (_, mut closing) = open_websocket(addr, "/ws-close", None).await.unwrap();
+        match closing.next().await.unwrap().unwrap() {
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 4000);
+                assert_eq!(frame.reason.as_str(), "app says bye");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            open_websocket(addr, "/ws-deny", None).await.err(),
+            Some(403)
+        );
+    });
+    // The echo's end reached the app as websocket.disconnect (1000 from the client).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(server.addr, "/disconnects").unwrap().body != "1" {
+        assert!(Instant::now() < deadline, "no websocket.disconnect seen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A harness run of 32 WebSocket clients against the conformance app, disrupted by `signal`.
+fn websocket_run(signal: nix::sys::signal::Signal) -> shutdown_harness::Report {
+    common::asgi_module();
+    let args = [
+        "conformance_app:app",
+        "--app-dir",
+        &fixtures(),
+        "--workers",
+        "2",
+        "--no-access-log",
+    ];
+    let overrides = shutdown_harness::TrafficOverrides {
+        clients: Some(32),
+        ..Default::default()
+    };
+    let mut plan = common::harness::plan_with(
+        shutdown_harness::Scenario::Websocket,
+        &args,
+        1.5,
+        4.0,
+        overrides,
+    );
+    plan.set_disruptions(vec![shutdown_harness::Disruption::Signal(signal)]);
+    common::harness::run(&plan)
+}
+
+fn closes_with(report: &shutdown_harness::Report, code: u16) -> usize {
+    report
+        .summary
+        .rows
+        .iter()
+        .filter(|row| row.outcome == shutdown_harness::Outcome::ClosedCleanly(code))
+        .map(|row| row.before_signal + row.after_signal)
+        .sum()
+}
+
+#[test]
+fn python_websockets_get_1012_at_a_rolling_restart_and_come_back_and_1001_at_a_stop() {
+    let restart = websocket_run(nix::sys::signal::Signal::SIGHUP);
+    assert!(restart.passed(), "{}", restart.text());
+    assert_eq!(closes_with(&restart, 1012), 32, "{}", restart.text());
+    let reconnects = restart.summary.reconnects.as_ref().unwrap();
+    assert_eq!(reconnects.reconnected_promptly, 32, "{}", restart.text());
+    let stop = websocket_run(nix::sys::signal::Signal::SIGTERM);
+    assert!(stop.passed(), "{}", stop.text());
+    assert_eq!(closes_with(&stop, 1001), 32, "{}", stop.text());
+}
