@@ -177,6 +177,11 @@ async fn handle(request: Request<Body>) -> Response<Body> {
     let Ok(head) = head_rx.await else {
         return internal_error();
     };
+    let event_stream = head
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
     let mut builder = Response::builder().status(head.status);
     if let Some(headers) = builder.headers_mut() {
         *headers = head.headers;
@@ -188,7 +193,14 @@ async fn handle(request: Request<Body>) -> Response<Body> {
         }
         None => Body::new(ResponseStream {
             frames: frames_rx,
-            _guard: guard,
+            drain: event_stream.then(|| {
+                let mut draining = server_core::Draining::of_this_worker();
+                Box::pin(async move {
+                    draining.started().await;
+                }) as Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+            }),
+            ending: false,
+            guard,
         }),
     };
     builder.body(body).unwrap_or_else(|_| internal_error())
@@ -240,10 +252,18 @@ async fn read_body(id: u64, mut body: Body, chunks: mpsc::Sender<Chunk>) {
     }
 }
 
-/// The streamed response body: the app's chunks, cut if the app fails.
+/// The streamed response body: the app's chunks, cut if the app fails. An event stream
+/// (`text/event-stream`) ends cleanly when the worker drains: the app gets
+/// `http.disconnect` at once (so that it stops), the chunks it already sent go out, and the
+/// body ends after the last of them, so the client reconnects (with `Last-Event-ID`) to a
+/// worker that stays, instead of being cut at the deadline.
 struct ResponseStream {
     frames: mpsc::Receiver<Frame>,
-    _guard: DisconnectGuard,
+    /// For an event stream: resolves when the worker starts to drain.
+    drain: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    /// The drain started: what is queued goes out, then the body ends.
+    ending: bool,
+    guard: DisconnectGuard,
 }
 
 impl http_body::Body for ResponseStream {
@@ -254,6 +274,21 @@ impl http_body::Body for ResponseStream {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        if !self.ending {
+            if let Some(drain) = self.drain.as_mut() {
+                if drain.as_mut().poll(cx).is_ready() {
+                    self.ending = true;
+                    self.drain = None;
+                    LoopQueue::get().push(ToLoop::Disconnected(self.guard.id));
+                }
+            }
+        }
+        if self.ending {
+            return match self.frames.try_recv() {
+                Ok(Frame::Data(data)) => Poll::Ready(Some(Ok(http_body::Frame::data(data)))),
+                Ok(Frame::Abort) | Err(_) => Poll::Ready(None),
+            };
+        }
         match self.frames.poll_recv(cx) {
             Poll::Ready(Some(Frame::Data(data))) => {
                 Poll::Ready(Some(Ok(http_body::Frame::data(data))))
