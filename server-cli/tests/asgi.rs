@@ -491,3 +491,45 @@ fn python_event_streams_end_cleanly_at_a_drain_and_resume_with_no_event_missing(
         ref other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn over_mtls_the_scope_says_https_and_carries_the_client_certificate() {
+    use common::tls::{client_config, https_get, TestPki};
+    let pki = TestPki::new("asgi-mtls");
+    let pair = pki.server_pair("server");
+    let client = pki.client_pair("billing-service");
+    let ca = pki.ca_file();
+    let server = conformance(&[
+        "--workers",
+        "1",
+        "--ssl-certfile",
+        pair.cert.to_str().unwrap(),
+        "--ssl-keyfile",
+        pair.key.to_str().unwrap(),
+        "--ssl-cert-reqs",
+        "2",
+        "--ssl-ca-certs",
+        ca.to_str().unwrap(),
+    ]);
+    let fetched = https_get(
+        server.addr,
+        "/scope",
+        client_config(&pki, &[], Some(&client)),
+    );
+    assert_eq!(fetched.server_certificate.as_ref(), Some(&pair.der));
+    let response = fetched.response.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let scope = json_of(body);
+    assert_eq!(scope["scheme"], "https");
+    let name = scope["extensions"]["tls"]["client_cert_name"]
+        .as_str()
+        .unwrap();
+    assert!(name.contains("CN=billing-service"), "{scope}");
+    // Without a certificate: no handshake, no request reaches the app.
+    assert!(
+        https_get(server.addr, "/scope", client_config(&pki, &[], None))
+            .response
+            .is_err()
+    );
+}
