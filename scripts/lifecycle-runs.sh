@@ -4,7 +4,7 @@
 # `uvicorn` to bench/results/lifecycle-uvicorn.json: the same events with uvicorn as
 # external workers (`server-cli -- uvicorn seed_app:app --fd 3`), in the `load` scenario
 # (uvicorn closes idle keep-alive connections at once when it stops, a race only the
-# worker can avoid), and --limit-max-memory with an app that leaks 64 KiB per request.
+# worker can avoid), and --limit-max-memory with an app that leaks 8 KiB per request.
 #
 #   scripts/lifecycle-runs.sh [DURATION_SECS] [builtin|uvicorn]     (default 20 builtin)
 set -euo pipefail
@@ -37,7 +37,8 @@ if [ "$kind" = uvicorn ]; then
   run ttou-then-ttin-load        --scenario load "${plain[@]}" --signal TTOU,TTIN --signal-after $((duration * 3 / 10)) --signal-every $(((duration - duration * 3 / 10) / 2 + 1)) --expect-workers 2 -- $workers -- $app
   run kill-worker-load           --scenario load "${plain[@]}" --signal kill-worker --expect-workers 2 -- $workers -- $app
   run usr2-upgrade-load          --scenario load "${plain[@]}" --signal USR2 -- $workers -- $app
-  run max-memory-120-load        --scenario load --signal none --path '/?kib=64' --expect-workers 2 -- $workers --limit-max-memory 120 -- $app
+  # 8 KiB per request: each worker crosses the limit once or twice in 20 s.
+  run max-memory-120-load        --scenario load --signal none --path '/?kib=8' --expect-workers 2 -- $workers --limit-max-memory 120 -- $app
   }
   mkdir -p "$ROOT/bench/results"
   out="$ROOT/bench/results/lifecycle-uvicorn.json"

@@ -120,6 +120,41 @@ fn a_killed_asyncio_worker_loses_only_its_in_flight_requests_when_steered() {
 }
 
 #[test]
+fn a_binary_upgrade_with_steered_asyncio_workers_hands_over_without_a_drop() {
+    let fixture = asyncio_fixture();
+    let args = [
+        "--workers",
+        "2",
+        "--no-access-log",
+        "--",
+        "python3",
+        &fixture,
+    ];
+    let overrides = shutdown_harness::TrafficOverrides {
+        clients: Some(32),
+        ..shutdown_harness::TrafficOverrides::default()
+    };
+    let mut plan = common::harness::plan_with(Scenario::Load, &args, 1.5, 4.0, overrides);
+    plan.disruptions = vec![Disruption::Signal(Signal::SIGUSR2)];
+    plan.expectation = shutdown_harness::Expectation::HandsOver;
+    let report = run(&plan);
+    let s = &report.summary;
+    // Every new connection goes to the new generation's socket until the old parent is
+    // gone (an empty steering map once let the kernel queue 16 on the leaving workers'
+    // sockets, reset when the old parent exited).
+    assert_eq!((s.dropped, s.refused), (0, 0), "{}", report.text());
+    assert!(
+        matches!(
+            s.server_exit,
+            shutdown_harness::ServerExit::HandedOver { .. }
+        ),
+        "{}",
+        report.text()
+    );
+    assert!(report.passed(), "{}", report.text());
+}
+
+#[test]
 fn asyncio_workers_scaled_down_and_up_drop_nothing_when_steered() {
     let fixture = asyncio_fixture();
     let args = [

@@ -57,6 +57,8 @@ pub(crate) struct Steering {
     held: Vec<Listener>,
     /// The socket handed to a new generation (USR2), once there is one.
     handed_over: Option<Listener>,
+    /// The new generation is ready: new connections go to `handed_over` only.
+    new_generation_serves: bool,
 }
 
 impl Listeners {
@@ -206,6 +208,7 @@ impl Listeners {
             return;
         };
         steering.members.clear();
+        steering.new_generation_serves = true;
         let Some(socket) = &steering.handed_over else {
             return;
         };
@@ -249,11 +252,17 @@ impl Listeners {
             return;
         };
         change(&mut steering.members);
-        let sockets: Vec<_> = steering
-            .members
-            .iter()
-            .filter_map(|pid| by_worker.get(pid).map(AsFd::as_fd))
-            .collect();
+        // Once a new generation serves (USR2), every new connection goes to its socket,
+        // whatever this generation's workers do (an empty map would let the kernel choose
+        // among every socket of the group, the leaving workers' too).
+        let sockets: Vec<_> = match (&steering.handed_over, steering.new_generation_serves) {
+            (Some(socket), true) => vec![socket.as_fd()],
+            _ => steering
+                .members
+                .iter()
+                .filter_map(|pid| by_worker.get(pid).map(AsFd::as_fd))
+                .collect(),
+        };
         if let Err(e) = steering.program.set_members(&sockets) {
             tracing::error!("cannot steer new connections to the ready workers: {e}");
         }
@@ -410,6 +419,7 @@ fn load_steering() -> Option<Steering> {
                 members: Vec::new(),
                 held: Vec::new(),
                 handed_over: None,
+                new_generation_serves: false,
             })
         }
         Err(e) => {
