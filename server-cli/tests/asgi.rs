@@ -431,9 +431,19 @@ fn closes_with(report: &shutdown_harness::Report, code: u16) -> usize {
 fn python_websockets_get_1012_at_a_rolling_restart_and_come_back_and_1001_at_a_stop() {
     let restart = websocket_run(nix::sys::signal::Signal::SIGHUP);
     assert!(restart.passed(), "{}", restart.text());
-    assert_eq!(closes_with(&restart, 1012), 32, "{}", restart.text());
+    // Workers restart one after the other: a client that reconnects to an old worker not yet
+    // drained is closed again with 1012 (48 closes for 32 clients under a CPU hog), as in
+    // long_lived_harness.rs. Every close is a 1012, and every one is followed by a prompt
+    // reconnect.
+    let closed = closes_with(&restart, 1012);
+    assert!(closed >= 32, "{}", restart.text());
     let reconnects = restart.summary.reconnects.as_ref().unwrap();
-    assert_eq!(reconnects.reconnected_promptly, 32, "{}", restart.text());
+    assert_eq!(
+        reconnects.reconnected_promptly,
+        closed,
+        "{}",
+        restart.text()
+    );
     let stop = websocket_run(nix::sys::signal::Signal::SIGTERM);
     assert!(stop.passed(), "{}", stop.text());
     assert_eq!(closes_with(&stop, 1001), 32, "{}", stop.text());
@@ -476,9 +486,11 @@ fn python_event_streams_end_cleanly_at_a_drain_and_resume_with_no_event_missing(
     // Last-Event-ID and misses nothing (a gap would be an `events missing` drop).
     let restart = sse_run(nix::sys::signal::Signal::SIGHUP);
     assert!(restart.passed(), "{}", restart.text());
-    assert_eq!(streams_ended(&restart), 32, "{}", restart.text());
+    // As for WebSockets: a stream resumed on an old worker not yet drained ends again.
+    let ended = streams_ended(&restart);
+    assert!(ended >= 32, "{}", restart.text());
     let reconnects = restart.summary.reconnects.as_ref().unwrap();
-    assert_eq!(reconnects.reconnected_promptly, 32, "{}", restart.text());
+    assert_eq!(reconnects.reconnected_promptly, ended, "{}", restart.text());
     // A stop: the streams end at once, so the server is out at once (not at the 30 s
     // deadline, where it would cut them: 16 of 16 `stream cut` before this drain).
     let stop = sse_run(nix::sys::signal::Signal::SIGTERM);
