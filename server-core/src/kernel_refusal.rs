@@ -17,8 +17,6 @@ const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TYPE_SK_REUSEPORT: u32 = 21;
 /// Attach point of that program type: selection of a socket for a new connection.
 const BPF_SK_REUSEPORT_SELECT: u32 = 39;
-/// `setsockopt` option that attaches a loaded program to the socket's reuseport group.
-const SO_ATTACH_REUSEPORT_EBPF: libc::c_int = 52;
 
 /// One eBPF instruction, as the kernel reads it (`struct bpf_insn`).
 #[repr(C)]
@@ -118,21 +116,7 @@ impl RefusalProgram {
     /// Attaches the program to the reuseport group of `listener`: from this call on, every
     /// new SYN to it, in every process that shares the socket, is refused.
     pub(crate) fn attach(&self, listener: BorrowedFd<'_>) -> io::Result<()> {
-        let prog_fd: libc::c_int = self.fd.as_raw_fd();
-        // SAFETY: the option value is a c_int that lives across the call.
-        let rc = unsafe {
-            libc::setsockopt(
-                listener.as_raw_fd(),
-                libc::SOL_SOCKET,
-                SO_ATTACH_REUSEPORT_EBPF,
-                (&prog_fd as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        crate::steering::attach_program(&self.fd, listener)
     }
 
     /// The program's descriptor, which workers close after the fork.
