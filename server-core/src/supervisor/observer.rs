@@ -1,9 +1,8 @@
 //! What the parent watches for the metrics and for `--limit-max-memory`, without an async
 //! runtime: which slot of the shared region each worker has, the accept queue (every
 //! 100 ms), each worker's RSS and CPU (every 250 ms, from `/proc`; every 50 ms while one is
-//! above the memory limit), how long each drain
-//! took, and which workers are above the memory limit (reported as events to the machine,
-//! which decides).
+//! above the memory limit), how long each drain took, and how far above the memory limit
+//! each worker is (reported as events to the machine, which decides).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
