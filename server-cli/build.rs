@@ -16,6 +16,9 @@
 //! Both are tried on a probe program first (linked with the same flags and run), so any other
 //! linker, libc or target builds the plain layout. `SERVER_CLI_PLAIN_LAYOUT=1` asks for it.
 
+#[path = "build/wheel_module.rs"]
+mod wheel_module;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -36,6 +39,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed={ORDER_FILE}");
     println!("cargo:rerun-if-env-changed={OPT_OUT}");
+    wheel_module::link_for_the_wheel();
     if !wants_ordered_layout() {
         return;
     }

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 mod disrupt_command;
 pub mod error;
 pub mod judge;

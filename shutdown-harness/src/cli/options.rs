@@ -3,14 +3,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::request::{parse_header, parse_method, parse_path};
+use crate::UrlTarget;
+use crate::{ClientLibrary, Disruption, HttpVersion, OkStatus, RequestShape};
+use crate::{Plan, Scenario, Scheme, ServerCommand, Target, TrafficOverrides, Trust};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
 use nix::sys::signal::Signal;
-use shutdown_harness::request::{parse_header, parse_method, parse_path};
-use shutdown_harness::UrlTarget;
-use shutdown_harness::{ClientLibrary, Disruption, HttpVersion, OkStatus, RequestShape};
-use shutdown_harness::{Plan, Scenario, Scheme, ServerCommand, Target, TrafficOverrides, Trust};
 
 /// Launch a server (or take any URL), drive traffic at it, disrupt it (a signal, or any
 /// command such as `systemctl restart app`), and classify every request. Exits 0 only when
