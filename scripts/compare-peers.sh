@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Runs the harness's seed, load and keepalive scenarios against uvicorn --workers 2,
-# gunicorn with uvicorn workers, server-cli --workers 2 (demo app) and server-cli running
-# unmodified uvicorn workers on fd 3, and prints dropped requests per scenario per server.
+# Runs the harness's seed, load and keepalive scenarios (SIGTERM 5 s into 20 s of traffic)
+# against uvicorn --workers 2, gunicorn with uvicorn workers, server-cli --workers 2 (demo
+# app) and server-cli running unmodified uvicorn workers on fd 3 (or the servers named:
+# granian, hypercorn, server-cli-asgi = the seed's app in server-cli's ASGI workers), and
+# prints dropped requests per scenario per server. The `rolling` scenario is the load
+# scenario with a rolling restart (HUP) every 3 s from 3 s on, 15 s in all (4 restarts).
 # Summaries are updated in bench/results/compare-peers.json (the full per-request reports
 # stay in a temporary directory); the seed and websocket scenarios' timelines go to
 # docs/SCENARIO-SERVER.svg.
@@ -38,8 +41,10 @@ for scenario in "${scenarios[@]}"; do
     case "$scenario" in seed|websocket)
       [ "$client" = raw ] && svg=(--svg "$ROOT/docs/$scenario-$server.svg") ;;
     esac
+    shape=(--scenario "$scenario")
+    [ "$scenario" = rolling ] && shape=(--scenario reload --signal HUP --signal-after 3 --signal-every 3 --duration 15)
     # shellcheck disable=SC2046
-    "$HARNESS" --scenario "$scenario" --client "$client" --json "$json" "${svg[@]}" \
+    "$HARNESS" "${shape[@]}" --client "$client" --json "$json" "${svg[@]}" \
       -- $(server_command "$server") > "$out/$scenario-$server.txt" || true
     tail -n 1 "$out/$scenario-$server.txt" | sed "s/^/[$scenario $server] /"
     dropped[$scenario,$server]=$(json_field "$json" dropped)

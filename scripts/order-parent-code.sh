@@ -4,9 +4,9 @@
 # dependency update; `scripts/bench.sh --only memory` shows how many of the file's symbols
 # the binary still has.
 #
-# For each of the two ways the release binary is built (`-p server-cli`, as the README runs
-# it, and `--workspace`, as the scripts do: features unify differently, so symbol hashes
-# differ), it runs the parent under callgrind through start, a rolling restart (HUP), one
+# For each of the three ways the release binary is built (`-p server-cli`, as the README
+# runs it, `--workspace`, as the scripts do, and `--features python-package`, as the wheel
+# is built: features unify differently, so symbol hashes differ), it runs the parent under callgrind through start, a rolling restart (HUP), one
 # worker more and one fewer (TTIN, TTOU) and a stop, and keeps every function it ran (in
 # the order callgrind lists them: together is what counts, not the order).
 #
@@ -63,6 +63,8 @@ cargo build --release --quiet -p server-cli
 trace_parent package
 cargo build --release --quiet --workspace
 trace_parent workspace
+cargo build --release --quiet -p server-cli --features python-package
+trace_parent wheel
 {
   echo "# The functions the supervisor runs: server-cli/build.rs links them"
   echo "# side by side. Written by scripts/order-parent-code.sh ($(rustc --version))."

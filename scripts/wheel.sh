@@ -42,6 +42,21 @@ run() { env -i HOME="$HOME" PATH="$clean_path" "$@"; }
 run server-cli --version
 run python -m zerodrop --version >/dev/null
 
+# Bad input: the source distribution on a machine without Rust. maturin's PEP 517 backend
+# would download a temporary toolchain (static.rust-lang.org); MATURIN_NO_INSTALL_RUST=1
+# (what an offline or locked-down machine amounts to) must give maturin's one message.
+(cd "$ROOT" && "$TOOLS/bin/maturin" sdist --out "$WORK/sdist" >/dev/null 2>&1)
+sdist="$(ls "$WORK"/sdist/zerodrop-*.tar.gz)"
+index_env=()
+while IFS= read -r name; do index_env+=("$name=${!name}"); done < <(compgen -e | grep -E '^(PIP_|SSL_CERT_)' || true)
+if run env "${index_env[@]}" MATURIN_NO_INSTALL_RUST=1 "$WORK/v/bin/pip" install --no-cache-dir "$sdist" >"$WORK/sdist.log" 2>&1; then
+  echo "error: the sdist installed without a Rust toolchain" >&2; exit 1
+fi
+if ! grep -q "Cargo, the Rust package manager, is not installed or is not on PATH" "$WORK/sdist.log"; then
+  echo "error: the sdist without Rust did not fail with maturin's message:" >&2; cat "$WORK/sdist.log" >&2; exit 1
+fi
+echo "sdist without Rust: maturin's message ($(grep -m1 -o 'Cargo, the Rust package manager[^.]*' "$WORK/sdist.log"))"
+
 cp "$PEERS_DIR/seed_app.py" "$WORK/"
 results=()
 seed_json="$WORK/seed-app.json"

@@ -11,141 +11,165 @@ use server_core::{Bind, ClientAuth, ListenerDrain, ListenerMode, ServerConfig, T
 #[command(name = "server-cli", version, about)]
 pub struct Cli {
     /// Address or host name to bind (a name binds its first IPv4 address).
-    #[arg(long, default_value = "127.0.0.1", value_parser = parse_host)]
+    #[arg(long, default_value = "127.0.0.1", value_parser = parse_host, help_heading = "Listening and workers")]
     pub host: String,
     /// Port to bind (0 picks a free one).
-    #[arg(long, default_value_t = 8000)]
+    #[arg(long, default_value_t = 8000, help_heading = "Listening and workers")]
     pub port: u16,
     /// Number of worker processes (1..=1024), or `auto`: the CPUs this process may use
     /// (its affinity mask, capped by a cgroup CPU quota), logged at start.
-    #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
+    #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers, help_heading = "Listening and workers")]
     pub workers: WorkersArg,
     /// Seconds a graceful stop may take in all: queue drain, in-flight requests and
     /// shutdown hooks. Then what is left is aborted.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_seconds, help_heading = "Stopping and restarting")]
     pub timeout_graceful_shutdown: f64,
     /// Seconds an idle keep-alive connection stays open.
-    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = parse_seconds, help_heading = "Connections and limits")]
     pub timeout_keep_alive: f64,
     /// Length of the kernel's accept queue.
-    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(i32).range(1..))]
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(i32).range(1..), help_heading = "Listening and workers")]
     pub backlog: i32,
     /// How the listener refuses new connections at stop: `ebpf` (kernel refuses while the
     /// queue empties; needs CAP_BPF), `close` (parent closes first, workers drain), `auto`.
-    #[arg(long, value_enum, default_value_t = DrainArg::Auto)]
+    #[arg(long, value_enum, default_value_t = DrainArg::Auto, help_heading = "Listening and workers")]
     pub listener_drain: DrainArg,
     /// One listening socket per worker (SO_REUSEPORT) instead of one shared socket: the
     /// kernel spreads connections by hash. Set net.ipv4.tcp_migrate_req=1 with it, or the
     /// queue of a worker that leaves is reset.
-    #[arg(long)]
+    #[arg(long, help_heading = "Listening and workers")]
     pub reuse_port: bool,
     /// Log level.
-    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    #[arg(long, value_enum, default_value_t = LogLevel::Info, help_heading = "Logs and metrics")]
     pub log_level: LogLevel,
     /// Log line format: uvicorn-style text, or one JSON object per line.
-    #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Text, help_heading = "Logs and metrics")]
     pub log_format: LogFormatArg,
     /// Write the parent's pid to this file (atomically; removed at exit).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Logs and metrics")]
     pub pid: Option<std::path::PathBuf>,
     /// On SIGTERM, keep serving this long with /healthz answering 503 (so that a load
     /// balancer or Kubernetes readiness probe takes the server out of rotation), then stop.
-    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_seconds, help_heading = "Stopping and restarting")]
     pub shutdown_delay: f64,
     /// Write one access log line per request (the default).
-    #[arg(long, overrides_with = "no_access_log")]
+    #[arg(
+        long,
+        overrides_with = "no_access_log",
+        help_heading = "Logs and metrics"
+    )]
     pub access_log: bool,
     /// Do not write access log lines.
-    #[arg(long)]
+    #[arg(long, help_heading = "Logs and metrics")]
     pub no_access_log: bool,
     /// Seconds without a heartbeat from a worker's runtime before it is replaced as hung.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_seconds, help_heading = "Stopping and restarting")]
     pub timeout_worker_healthcheck: f64,
     /// Replace a worker after it has served this many requests (its replacement is ready
     /// first).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Stopping and restarting")]
     pub limit_max_requests: Option<u64>,
     /// Replace a worker whose resident memory goes above this many MiB (sampled every
     /// 250 ms; its replacement is ready first); above 1.2x it drains at once while another
     /// worker serves, above 1.4x it is killed. Works for external workers too.
-    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1 << 30), help_heading = "Stopping and restarting")]
     pub limit_max_memory: Option<u64>,
     /// Let whichever worker wakes first accept each connection, instead of spreading
     /// connections evenly over the workers (the accept gate; for comparisons).
-    #[arg(long)]
+    #[arg(long, help_heading = "Listening and workers")]
     pub no_accept_gate: bool,
     /// Serve Prometheus metrics of the whole server at http://ADDR:PORT/metrics (off by
     /// default), e.g. 127.0.0.1:9100.
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", help_heading = "Logs and metrics")]
     pub metrics_bind: Option<std::net::SocketAddr>,
     /// Add up to this many requests at random to each worker's quota.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        help_heading = "Stopping and restarting"
+    )]
     pub limit_max_requests_jitter: u64,
     /// Beyond this many open connections per worker, answer new ones with 503.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Connections and limits")]
     pub limit_concurrency: Option<u32>,
     /// Largest request head in bytes (request line and headers); larger gets 431.
-    #[arg(long, value_name = "BYTES", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(8192..=1048576))]
+    #[arg(long, value_name = "BYTES", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(8192..=1048576), help_heading = "Connections and limits")]
     pub limit_header_size: u32,
     /// Seconds a new connection may take to send its first complete request head.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_seconds, help_heading = "Connections and limits")]
     pub timeout_header_read: f64,
     /// Give up (exit 1) after this many workers in a row die before they are ready.
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Stopping and restarting")]
     pub max_startup_failures: u32,
     /// Replacement workers started at once during a rolling restart (SIGHUP).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), help_heading = "Stopping and restarting")]
     pub max_surge: u16,
     /// Serve on this inherited listening socket instead of binding (--host/--port ignored).
     /// A socket passed by systemd (LISTEN_FDS) is used the same way.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = "Listening and workers")]
     pub fd: Option<i32>,
     /// Serve on a Unix domain socket at this path instead of TCP (removed at exit).
-    #[arg(long, value_name = "PATH", conflicts_with = "fd")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with = "fd",
+        help_heading = "Listening and workers"
+    )]
     pub uds: Option<std::path::PathBuf>,
     /// HTTPS: the certificate chain, PEM (leaf first). Replaced files are served to new
     /// connections within a second, without a restart; a pair that does not load is logged
     /// and the previous one serves on.
-    #[arg(long, value_name = "FILE", requires = "ssl_keyfile")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "ssl_keyfile",
+        help_heading = "HTTPS"
+    )]
     pub ssl_certfile: Option<std::path::PathBuf>,
     /// HTTPS: the certificate's private key, PEM, unencrypted.
-    #[arg(long, value_name = "FILE", requires = "ssl_certfile")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "ssl_certfile",
+        help_heading = "HTTPS"
+    )]
     pub ssl_keyfile: Option<std::path::PathBuf>,
     /// Not supported: rustls reads unencrypted keys only (refused, not ignored).
-    #[arg(long, value_name = "PASSWORD", value_parser = refuse_key_password)]
+    #[arg(long, value_name = "PASSWORD", value_parser = refuse_key_password, help_heading = "HTTPS")]
     pub ssl_keyfile_password: Option<String>,
     /// CA certificates (PEM) that client certificates must chain to (with --ssl-cert-reqs).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "HTTPS")]
     pub ssl_ca_certs: Option<std::path::PathBuf>,
     /// Client certificates: 0 not asked for, 1 optional (verified when given), 2 required
     /// (mTLS).
-    #[arg(long, value_name = "0|1|2", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    #[arg(long, value_name = "0|1|2", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2), help_heading = "HTTPS")]
     pub ssl_cert_reqs: u8,
     /// ALPN protocols offered, in order.
-    #[arg(long, value_name = "LIST", default_value = "h2,http/1.1", value_parser = parse_alpn)]
+    #[arg(long, value_name = "LIST", default_value = "h2,http/1.1", value_parser = parse_alpn, help_heading = "HTTPS")]
     pub ssl_alpn: Alpn,
     /// Only uvicorn's default `TLSv1` is accepted: rustls picks its own safe cipher suites
     /// (OpenSSL cipher strings are refused, not ignored).
-    #[arg(long, value_name = "CIPHERS", value_parser = refuse_ciphers)]
+    #[arg(long, value_name = "CIPHERS", value_parser = refuse_ciphers, help_heading = "HTTPS")]
     pub ssl_ciphers: Option<String>,
     /// Largest WebSocket message of the demo app, in bytes; larger closes with 1009.
-    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Connections and limits")]
     pub ws_max_size: u32,
     /// Seconds between the demo app's WebSocket pings (0: none).
-    #[arg(long, value_name = "SECS", default_value_t = 20.0, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value_t = 20.0, value_parser = parse_seconds, help_heading = "Connections and limits")]
     pub ws_ping_interval: f64,
     /// Seconds a ping may wait for its pong before the WebSocket is closed with 1011.
-    #[arg(long, value_name = "SECS", default_value_t = 20.0, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value_t = 20.0, value_parser = parse_seconds, help_heading = "Connections and limits")]
     pub ws_ping_timeout: f64,
     /// Seconds the demo app's shutdown hook sleeps, as the seed report's app does.
-    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_seconds, help_heading = "Stopping and restarting")]
     pub demo_shutdown_delay: f64,
     /// Make the demo app panic while it starts in each worker (to see the supervisor's
     /// backoff and --max-startup-failures at work).
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, help_heading = "Stopping and restarting")]
     pub demo_panic_at_start: bool,
     /// Signal that asks an external worker to stop gracefully.
-    #[arg(long, value_enum, default_value_t = StopSignalArg::Term)]
+    #[arg(long, value_enum, default_value_t = StopSignalArg::Term, help_heading = "Listening and workers")]
     pub worker_stop_signal: StopSignalArg,
     /// The Python ASGI app to serve, `MODULE:ATTRIBUTE` (uvicorn's form, e.g.
     /// `seed_app:app`), in Python workers of the active virtualenv. Without it, the demo app.

@@ -1,6 +1,6 @@
 //! The zero-drop stop, end to end: the real binary, real sockets on 127.0.0.1, real
 //! signals, traffic and classification by the shutdown harness. Smaller and shorter than
-//! the README's runs, same assertions.
+//! the runs of docs/measurements.md, same assertions.
 
 #![allow(clippy::unwrap_used)]
 
@@ -91,13 +91,13 @@ const CLOSE_FALLBACK_RUNS: usize = 3;
 #[test]
 fn load_with_the_close_fallback_refuses_and_loses_at_most_one_queued_connection() {
     for run in 1..=CLOSE_FALLBACK_RUNS {
-        // The full-size load scenario (32 clients), as the README's repeated runs.
+        // The full-size load scenario (32 clients), as docs/measurements.md's repeated runs.
         let report = load_run("close", 32);
         // The fallback has a residual race: a connection that lands in the queue between
-        // the last worker's final accept and its close is reset (README: about 1 drop in
-        // 20 runs on an idle machine; at most one when that worker is preempted in
-        // between). What it must never do is leave a client hanging: every loss is a
-        // reset seen before the server has exited, and the rest is answered or refused.
+        // the last worker's final accept and its close is reset (docs/measurements.md:
+        // about 1 drop in 20 runs on an idle machine; at most one when that worker is
+        // preempted in between). What it must never do is leave a client hanging: every
+        // loss is a reset seen before the server has exited, and the rest is answered or refused.
         let s = &report.summary;
         let exit = exit_after(&report);
         assert!(

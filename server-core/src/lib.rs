@@ -4,7 +4,7 @@
 //! commands; each worker runs its own tokio runtime and serves an axum [`axum::Router`] on
 //! the shared socket. On SIGTERM the kernel is first made to refuse new connections (an
 //! `SK_REUSEPORT` eBPF program), the accept queue is emptied, and only then are the workers
-//! drained, all in parallel, under one deadline. See the README for the protocol.
+//! drained, all in parallel, under one deadline. See `docs/shutdown-protocol.md`.
 //!
 //! # How one setting travels: the graceful deadline
 //!
@@ -24,6 +24,12 @@
 //! Every other decision follows the same shape: inputs become `supervisor::machine::Event`s
 //! (signals through one table, [`ServerHandle`] commands, worker messages, child exits,
 //! forks done or failed), and the pure machine answers with actions the loop carries out.
+
+// The protocol rests on Linux only: SO_REUSEPORT groups with eBPF programs, TCP_INFO on a
+// listener, /proc. A build elsewhere (the sdist on macOS) stops here with one line instead
+// of pages of missing-symbol errors.
+#[cfg(not(target_os = "linux"))]
+compile_error!("server-core runs on Linux only (SO_REUSEPORT eBPF, TCP_INFO, /proc)");
 
 mod accept_queue;
 mod app;
@@ -67,3 +73,14 @@ pub use tls::{ClientAuth, ClientCertificate, TlsSettings};
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The Rust examples of `docs/embedding.md`, compiled as doctests.
+#[doc = include_str!("../../docs/embedding.md")]
+#[cfg(doctest)]
+pub struct EmbeddingDocDoctests;
+
+/// The Rust example of `docs/long-lived.md` (a draining WebSocket handler), compiled as a
+/// doctest.
+#[doc = include_str!("../../docs/long-lived.md")]
+#[cfg(doctest)]
+pub struct LongLivedDocDoctests;

@@ -2,7 +2,7 @@
 //!
 //! Workers count into memory shared across the fork ([`region`]); the parent adds what
 //! only it knows; a small child of the parent renders it all as Prometheus text
-//! ([`serve`], [`render`]). See the README's "Metrics" section for the names.
+//! ([`serve`], [`render`]). See `docs/metrics-and-limits.md` for the names.
 
 pub(crate) mod record;
 pub(crate) mod region;
