@@ -77,6 +77,26 @@ fn the_http_scope_has_every_key_asgi_defines_with_the_right_types() {
 }
 
 #[test]
+fn a_wildcard_bind_reports_the_address_the_client_connected_to_as_the_server() {
+    // Bound on every IPv4 address for the test's few seconds; traffic stays on loopback.
+    let server = conformance(&["--workers", "1", "--host", "0.0.0.0"]);
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], server.addr.port()));
+    let response = raw_request(
+        loopback,
+        b"GET /scope/x HTTP/1.1\r\nHost: example\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(response.status, 200, "{}", response.head);
+    let scope = json_of(&response.body);
+    // Not "0.0.0.0": an app building absolute URLs from `server` needs the real address.
+    assert_eq!(scope["server"][0], "127.0.0.1");
+    assert_eq!(
+        scope["server"][1].as_u64(),
+        Some(u64::from(loopback.port()))
+    );
+}
+
+#[test]
 fn request_bodies_arrive_in_chunks_with_content_length_and_chunked() {
     let server = conformance(&["--workers", "1"]);
     let body = vec![b'x'; 1 << 20];

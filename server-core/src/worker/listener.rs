@@ -18,7 +18,7 @@ const UNIX_PEER: &str = "unix:";
 /// A listening socket a worker accepts from.
 pub(super) trait WorkerListener {
     /// An accepted connection.
-    type Io: AsyncRead + AsyncWrite + super::linger::Linger + Unpin + Send + 'static;
+    type Io: AsyncRead + AsyncWrite + super::linger::Linger + AsFd + Unpin + Send + 'static;
 
     /// Waits for the next connection; returns it with the peer's name for the access log.
     /// Cancel-safe: when the future is dropped, no connection has been taken.

@@ -323,7 +323,7 @@ impl Acceptor<'_> {
 
     fn serve<I>(&self, stream: I, peer: String)
     where
-        I: AsyncRead + AsyncWrite + linger::Linger + Unpin + Send + 'static,
+        I: AsyncRead + AsyncWrite + linger::Linger + std::os::fd::AsFd + Unpin + Send + 'static,
     {
         let over_limit = self
             .limit_concurrency
@@ -340,17 +340,19 @@ impl Acceptor<'_> {
             // the app holds it, and the drain still waits for it.
             (None, false) => {
                 let activity = Arc::new(activity::Activity::opened());
+                let server = self.server_address(&stream);
                 let stream =
                     tracked::Tracked::new(stream, self.connections.token(), activity.clone());
-                let service = self.service(peer, activity);
+                let service = self.service(peer, server, activity);
                 tokio::spawn(serve_connection(stream, service, context));
             }
             (Some(tls), false) => {
                 let activity = Arc::new(activity::Activity::opened());
+                let server = self.server_address(&stream);
                 let stream =
                     tracked::Tracked::new(stream, self.connections.token(), activity.clone());
                 let tls = tls.clone();
-                let service = self.service(peer, activity);
+                let service = self.service(peer, server, activity);
                 tokio::spawn(async move {
                     if let Some((stream, client)) = tls.handshake(stream, &context).await {
                         let service = service.with_client_certificate(client);
@@ -361,8 +363,27 @@ impl Acceptor<'_> {
         }
     }
 
-    /// The request wrapper of a new connection from `peer`.
-    fn service(&self, peer: String, activity: Arc<activity::Activity>) -> WorkerService {
+    /// The address a client connected to, as ASGI's `server` and the connection info
+    /// report it: the listener's, or for a wildcard bind (`0.0.0.0`, `::`) the connection's
+    /// own local address (one `getsockname`), which is where the client really went.
+    fn server_address(&self, stream: &impl std::os::fd::AsFd) -> Option<std::net::SocketAddr> {
+        match self.local {
+            Some(local) if local.ip().is_unspecified() => socket2::SockRef::from(stream)
+                .local_addr()
+                .ok()
+                .and_then(|address| address.as_socket())
+                .or(Some(local)),
+            listening => listening,
+        }
+    }
+
+    /// The request wrapper of a new connection from `peer` to `server`.
+    fn service(
+        &self,
+        peer: String,
+        server: Option<std::net::SocketAddr>,
+        activity: Arc<activity::Activity>,
+    ) -> WorkerService {
         let peer_address = peer.parse().ok();
         WorkerService {
             router: self.app.router.clone(),
@@ -378,7 +399,7 @@ impl Acceptor<'_> {
             client_certificate: None,
             connection: crate::ConnectionInfo {
                 client: peer_address,
-                server: self.local,
+                server,
                 tls: self.tls.is_some(),
             },
         }
