@@ -6,7 +6,11 @@
 # (uvicorn closes idle keep-alive connections at once when it stops, a race only the
 # worker can avoid), and --limit-max-memory with an app that leaks 8 KiB per request.
 #
-#   scripts/lifecycle-runs.sh [DURATION_SECS] [builtin|uvicorn]     (default 20 builtin)
+# With `fastapi`, to bench/results/lifecycle-fastapi.json: the same events with a FastAPI
+# app (scripts/peers/fastapi_app.py, the seed's route without its 10 s hook) in server-cli's
+# own ASGI workers.
+#
+#   scripts/lifecycle-runs.sh [DURATION_SECS] [builtin|uvicorn|fastapi]   (default 20 builtin)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 duration="${1:-20}"
@@ -23,7 +27,27 @@ run() {  # name, harness options..., -- server command
   printf '%-34s %s\n' "$name" "$(tail -n 1 "$tmp/$name.txt")"
 }
 
-if [ "$kind" = uvicorn ]; then
+if [ "$kind" = fastapi ]; then
+  ensure_peers
+  app="env VIRTUAL_ENV=$VENV $SERVER_CLI fastapi_app:app --app-dir $PEERS_DIR --workers 2 --port {port} --no-access-log"
+  # shellcheck disable=SC2086
+  {
+  run hup-every-2s-load          --scenario reload --signal HUP --signal-every 2 --signal-after 2 --expect-workers 2 -- $app
+  run ttou-then-ttin-load        --scenario load --signal TTOU,TTIN --signal-after $((duration * 3 / 10)) --signal-every $(((duration - duration * 3 / 10) / 2 + 1)) --expect-workers 2 -- $app
+  run ttou-then-ttin-keepalive   --scenario keepalive --signal TTOU,TTIN --signal-after $((duration * 3 / 10)) --signal-every $(((duration - duration * 3 / 10) / 2 + 1)) --expect-workers 2 -- $app
+  # A worker takes about half a second to import FastAPI: 5,000 requests each is a
+  # replacement every second or two under load.
+  run max-requests-5000-load     --scenario load --signal none --expect-workers 2 -- $app --limit-max-requests 5000
+  run max-requests-200-keepalive --scenario keepalive --signal none --expect-workers 2 -- $app --limit-max-requests 200
+  run kill-worker-load           --scenario load --signal kill-worker --expect-workers 2 -- $app
+  run kill-worker-keepalive      --scenario keepalive --signal kill-worker --expect-workers 2 -- $app
+  run usr2-upgrade-load          --scenario load --signal USR2 -- $app
+  # 4 KiB per request: each worker crosses the limit every few seconds.
+  run max-memory-120-load        --scenario load --signal none --path '/?kib=4' --expect-workers 2 -- $app --limit-max-memory 120
+  }
+  mkdir -p "$ROOT/bench/results"
+  out="$ROOT/bench/results/lifecycle-fastapi.json"
+elif [ "$kind" = uvicorn ]; then
   ensure_peers
   workers="$SERVER_CLI --workers 2 --port {port} --no-access-log"
   uvicorn="$VENV/bin/uvicorn --app-dir $PEERS_DIR --fd 3 --no-access-log"

@@ -10,7 +10,9 @@
 # the connection (the client gets a 502): only a clean refusal plus a clean keep-alive
 # drain leaves every request answered.
 #
-#   scripts/multi-instance.sh [SERVER...]   (default: server-cli uvicorn gunicorn)
+#   scripts/multi-instance.sh [SERVER...]   (default: server-cli uvicorn gunicorn;
+#     also server-cli-asgi: the seed's FastAPI app with POST /echo in server-cli's ASGI
+#     workers, server-cli-uvicorn, granian)
 #   DURATION=30 scripts/multi-instance.sh server-cli
 # Results: bench/results/multi-instance.json. Needs nginx (installed with apt-get when
 # missing and run as root).
@@ -44,6 +46,8 @@ instance_command() {
   case "$server" in
     server-cli) echo "$SERVER_CLI --workers 2 --port $port --no-access-log --demo-shutdown-delay 10" ;;
     server-cli-uvicorn) echo "$SERVER_CLI --workers 2 --port $port --no-access-log -- $VENV/bin/uvicorn echo_app:app --app-dir $PEERS_DIR --fd 3 --no-access-log" ;;
+    server-cli-asgi) echo "env VIRTUAL_ENV=$VENV $SERVER_CLI echo_app:app --app-dir $PEERS_DIR --workers 2 --port $port --no-access-log" ;;
+    granian) echo "$VENV/bin/granian --interface asgi --workers 2 --host 127.0.0.1 --port $port --working-dir $PEERS_DIR --no-access-log echo_app:app" ;;
     uvicorn) echo "$VENV/bin/uvicorn echo_app:app --app-dir $PEERS_DIR --workers 2 --port $port --no-access-log" ;;
     gunicorn) echo "$VENV/bin/gunicorn -k uvicorn_worker.UvicornWorker -w 2 -b 127.0.0.1:$port --chdir $PEERS_DIR echo_app:app" ;;
   esac
@@ -139,7 +143,8 @@ printf '%s\n' "${results[@]}"
 python3 - "$tmp" "$ROOT/bench/results/multi-instance.json" "${servers[@]}" <<'PY'
 import json, os, sys
 tmp, out, servers = sys.argv[1], sys.argv[2], sys.argv[3:]
-summaries = {}
+# Runs of other servers in earlier invocations are kept; this run's replace their own.
+summaries = json.load(open(out)) if os.path.exists(out) else {}
 for server in servers:
     path = os.path.join(tmp, server + ".json")
     if os.path.exists(path):

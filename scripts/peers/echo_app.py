@@ -1,15 +1,6 @@
 # The seed app plus POST /echo (a non-idempotent request no proxy may retry), for
 # scripts/multi-instance.sh. Same routes as server-cli's demo app.
-from fastapi import Request
-
+from echo_routes import add_echo_routes
 from seed_app import app
 
-
-@app.post("/echo")
-async def echo(request: Request):
-    return {"len": len(await request.body())}
-
-
-@app.get("/healthz")
-async def healthz():
-    return "ok"
+add_echo_routes(app)
