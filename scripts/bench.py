@@ -914,6 +914,90 @@ def websocket_memory(contenders, count):
     return results
 
 
+def asgi_command(server, app, port):
+    """The command line of a Python server running `app` (a module of scripts/peers) on 2
+    workers; server-cli's ASGI workers use the peers' virtualenv when it exists."""
+    venv_bin = os.path.join(VENV, "bin")
+    if server == "server-cli":
+        env = ["env", f"VIRTUAL_ENV={VENV}"] if os.path.isdir(VENV) else []
+        return env + [SERVER_CLI, f"{app}:app", "--app-dir", PEERS_DIR, "--workers", "2",
+                      "--port", str(port), "--no-access-log"]
+    if server == "granian":
+        return [os.path.join(venv_bin, "granian"), "--interface", "asgi", "--workers", "2",
+                "--host", "127.0.0.1", "--port", str(port), "--working-dir", PEERS_DIR,
+                "--no-access-log", f"{app}:app"]
+    if server == "uvicorn":
+        return [os.path.join(venv_bin, "uvicorn"), f"{app}:app", "--app-dir", PEERS_DIR,
+                "--workers", "2", "--port", str(port), "--no-access-log"]
+    if server == "hypercorn":
+        return ["env", f"PYTHONPATH={PEERS_DIR}", os.path.join(venv_bin, "hypercorn"),
+                "--workers", "2", "--bind", f"127.0.0.1:{port}", f"{app}:app"]
+    raise ValueError(server)
+
+
+def wrk_path(port, secs, path, lua=None, connections=64):
+    """wrk on one path (with a Lua script for a POST body); requests per second and errors."""
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{secs}s", "--timeout", "5s"]
+    if lua:
+        argv += ["-s", lua]
+    argv.append(f"http://127.0.0.1:{port}{path}")
+    out = subprocess.run(argv, capture_output=True, text=True).stdout
+    errors = re.search(r"Socket errors: (.*)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"requests_per_sec": round(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))),
+            "socket_errors": errors.group(1) if errors else None,
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def asgi(servers, secs):
+    """Python ASGI apps, 2 workers each, in one run: a plain ASGI app (`hello_app`) and the
+    seed's FastAPI app, keep-alive and a new connection per request, a 10 KB response and a
+    1 MB POST echo (plain app); worker RSS after the load. Goals: plain >= 1.3x granian,
+    FastAPI >= 1.1x granian."""
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        lua = os.path.join(tmp, "post-1mb.lua")
+        with open(lua, "w") as f:
+            f.write('wrk.method = "POST"\nwrk.body = string.rep("x", 1048576)\n'
+                    'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+        loads = [("hello_app", "keepalive", "/", None, {}),
+                 ("hello_app", "new_connection", "/", None, {"Connection": "close"}),
+                 ("hello_app", "response_10kb", "/10k", None, {}),
+                 ("hello_app", "post_echo_1mb", "/echo", lua, {}),
+                 ("seed_app", "keepalive", "/", None, {}),
+                 ("seed_app", "new_connection", "/", None, {"Connection": "close"})]
+        for app in ("hello_app", "seed_app"):
+            for server in servers:
+                port = free_port()
+                proc = Server(asgi_command(server, app, port), port)
+                try:
+                    wrk_path(port, 2, "/")  # warm-up: imports, caches, JIT-free but lazy paths
+                    for load_app, mode, path, script, headers in loads:
+                        if load_app != app:
+                            continue
+                        header_lua = None
+                        if headers:
+                            header_lua = os.path.join(tmp, "close.lua")
+                            with open(header_lua, "w") as f:
+                                f.write('wrk.headers["Connection"] = "close"\n')
+                        result = wrk_path(port, secs, path, script or header_lua,
+                                          connections=16 if script else 64)
+                        results.setdefault(app, {}).setdefault(mode, {})[server] = result
+                        print(f"  {app:10} {mode:15} {server:11} {result['requests_per_sec']:>8} req/s",
+                              flush=True)
+                    results[app].setdefault("worker_rss_kib", {})[server] = tree_rss_kib(proc)
+                finally:
+                    proc.kill()
+    for app, goal in (("hello_app", 1.3), ("seed_app", 1.1)):
+        keepalive = results.get(app, {}).get("keepalive", {})
+        if "granian" in keepalive and "server-cli" in keepalive:
+            ratio = keepalive["server-cli"]["requests_per_sec"] / keepalive["granian"]["requests_per_sec"]
+            results[app]["keepalive_ratio_to_granian"] = round(ratio, 3)
+            results[app]["goal_ratio_to_granian"] = goal
+            print(f"  {app}: server-cli / granian keep-alive = {ratio:.2f} (goal {goal})", flush=True)
+    return results
+
+
 def harness_vs_wrk(secs, connections=64):
     """The harness's own speed on keep-alive connections next to wrk's, against the same
     server-cli --workers 2 in the same run: the harness must never be the bottleneck that
@@ -985,6 +1069,9 @@ def main():
         ("websocket_memory", "idle WebSockets on 2 workers",
          lambda: websocket_memory(["server-cli", "axum-baseline"] + ([] if args.no_peers or smoke else ["uvicorn"]),
                                   200 if smoke else 10000)),
+        ("asgi", "Python ASGI apps, 2 workers (wrk -t2)",
+         lambda: asgi(["server-cli"] + ([] if args.no_peers else ["granian", "uvicorn", "hypercorn"]),
+                      1 if smoke else 6)),
         ("tls", "HTTPS (wrk -t2 -c64; openssl s_time; idle connections)",
          lambda: tls(["server-cli"] + ([] if smoke or not shutil.which("nginx") else ["nginx"])
                      + ([] if args.no_peers else ["uvicorn"]), 1 if smoke else 10, 50 if smoke else 1000)),
