@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Rolling deploys of a fleet behind a load balancer, measured by the harness.
+
+For each load balancer x deploy x server: a test bed of 3 app hosts, a load balancer host
+and a client host (network namespaces on one bridge, 198.18.0.0/24, scripts/fleet/), each
+app host running the server with 2 workers; the harness on the client host drives POST
+/echo at the load balancer and runs the deploy as its --disrupt command
+(scripts/fleet/deploy.py). Every request is classified; the run ends with the test bed
+removed and checked.
+
+    scripts/fleet-runs.sh [--short] [--deploys rolling,hup-all]
+        [--servers server-cli,server-cli-asgi,uvicorn,gunicorn,granian] [--shutdown-delay S]
+Results: bench/results/fleet.json (fleet-short.json with --short). Needs root.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "fleet"))
+import balancers  # noqa: E402
+import hosts  # noqa: E402
+import testbed  # noqa: E402
+
+ROOT = os.path.dirname(HERE)
+RELEASE = os.path.join(ROOT, "target", "release")
+HARNESS = os.path.join(RELEASE, "shutdown-harness")
+SERVER_CLI = os.path.join(RELEASE, "server-cli")
+APP_HOSTS = {"app1": 11, "app2": 12, "app3": 13}
+OTHER_HOSTS = {"lb": 2, "client": 100}
+
+
+VENV = os.environ.get("PEERS_VENV", os.path.join(ROOT, ".peers"))
+PEERS_DIR = os.path.join(ROOT, "scripts", "peers")
+# The Python servers run the seed's FastAPI app with POST /echo and /healthz (its 10 s
+# shutdown hook kept); `server-cli` is the built-in demo app (the same routes, no hook).
+PYTHON_APP = "echo_app:app"
+
+
+def server_command(server, shutdown_delay):
+    """The command of one app host's server, `{address}` filled in per host."""
+    port = str(hosts.PORT)
+    bin_dir = os.path.join(VENV, "bin")
+    if server in ("server-cli", "server-cli-asgi"):
+        argv = [SERVER_CLI, "--host", "{address}", "--port", port, "--workers", "2",
+                "--no-access-log"]
+        if server == "server-cli-asgi":
+            argv = ["env", f"VIRTUAL_ENV={VENV}", *argv, PYTHON_APP, "--app-dir", PEERS_DIR]
+        if shutdown_delay:
+            argv += ["--shutdown-delay", str(shutdown_delay)]
+        return argv
+    if server == "uvicorn":
+        return [os.path.join(bin_dir, "uvicorn"), PYTHON_APP, "--app-dir", PEERS_DIR, "--workers",
+                "2", "--host", "{address}", "--port", port, "--no-access-log"]
+    if server == "gunicorn":
+        return [os.path.join(bin_dir, "gunicorn"), "-k", "uvicorn_worker.UvicornWorker", "-w", "2",
+                "-b", "{address}:" + port, "--chdir", PEERS_DIR, PYTHON_APP]
+    if server == "granian":
+        return [os.path.join(bin_dir, "granian"), "--interface", "asgi", "--workers", "2",
+                "--host", "{address}", "--port", port, "--working-dir", PEERS_DIR,
+                "--no-access-log", PYTHON_APP]
+    raise ValueError(f"unknown server {server}")
+
+
+def run_one(balancer, deploy, server, shutdown_delay, duration, clients):
+    """One deploy on a fresh test bed; returns the harness's summary plus the timings."""
+    with tempfile.TemporaryDirectory(prefix="fleet-") as state_dir, \
+            testbed.TestBed({**APP_HOSTS, **OTHER_HOSTS}) as bed:
+        os.chmod(state_dir, 0o755)
+        state = {"server": server_command(server, shutdown_delay), "cwd": ROOT, "hosts": {
+            name: {"namespace": bed.hosts[name].namespace, "address": bed.hosts[name].address,
+                   "log": os.path.join(state_dir, f"{name}.log")} for name in APP_HOSTS}}
+        for name in APP_HOSTS:
+            hosts.start_server(state, name)
+        for name in APP_HOSTS:
+            hosts.wait_until(lambda n=name: hosts.answers(state, n), 30, f"{name} to answer")
+        if balancer != "haproxy":
+            raise ValueError(f"unknown load balancer {balancer}")
+        proc, state["balancer"] = balancers.start_haproxy(
+            bed.hosts["lb"], state_dir, {n: bed.hosts[n].address for n in APP_HOSTS})
+        balancers.wait_started(proc, state["balancer"], os.path.join(state_dir, "haproxy.log"))
+        hosts.wait_until(lambda: all(hosts.in_rotation(state, n) for n in APP_HOSTS), 20,
+                         "HAProxy to see every host UP")
+        hosts.save(state_dir, state)
+        body = os.path.join(state_dir, "body")
+        with open(body, "wb") as f:
+            f.write(b"x" * 512)
+        report = os.path.join(state_dir, "report.json")
+        driver = f"python3 {os.path.join(HERE, 'fleet', 'deploy.py')} {deploy} --state {state_dir}"
+        argv = bed.hosts["client"].command(
+            HARNESS, "--url", f"{state['balancer']['url']}/echo", "--method", "POST",
+            "--body-file", body, "--header", "Content-Type: application/octet-stream",
+            "--scenario", "keepalive", "--clients", str(clients), "--interval", "0",
+            "--request-timeout", "30", "--duration", str(duration), "--signal-after", "2",
+            "--settle", "2", "--disrupt", driver, "--disrupt-timeout", "240", "--json", report)
+        started = time.monotonic()
+        done = subprocess.run(argv, capture_output=True, text=True)
+        took = time.monotonic() - started
+        if not os.path.exists(report):
+            raise RuntimeError(f"the harness wrote no report: {done.stderr.strip()[-500:]}")
+        summary = json.load(open(report))["summary"]
+        return {"balancer": balancer, "deploy": deploy, "server": server,
+                # Only server-cli has the option; the peers stop as they do.
+                "shutdown_delay": shutdown_delay if server.startswith("server-cli") else None,
+                "seconds": round(took, 1),
+                "dropped": summary["dropped"], "ok": summary["ok"], "refused": summary["refused"],
+                "total": summary["total"],
+                "failures": [r for r in summary["rows"] if r["outcome"]["kind"] not in ("ok",)],
+                "deploy_output": [c.get("output", "") for c in summary.get("commands", [])],
+                "verdict_exit_status": done.returncode}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--short", action="store_true",
+                        help="CI: one load balancer, one rolling restart, server-cli hosts")
+    parser.add_argument("--balancers", default="haproxy")
+    parser.add_argument("--deploys", default="rolling,hup-all")
+    parser.add_argument("--servers", default="server-cli")
+    parser.add_argument("--shutdown-delay", type=float, default=2.0,
+                        help="server-cli --shutdown-delay on every host (0: none)")
+    parser.add_argument("--duration", type=float, default=20)
+    parser.add_argument("--clients", type=int, default=32)
+    args = parser.parse_args()
+    testbed.require_privileges()
+    combos = [(b, d, s) for b in args.balancers.split(",") for d in args.deploys.split(",")
+              for s in args.servers.split(",")]
+    duration = args.duration
+    if args.short:
+        combos, duration = [("haproxy", "rolling", "server-cli")], 8
+    results = []
+    for balancer, deploy, server in combos:
+        result = run_one(balancer, deploy, server, args.shutdown_delay, duration, args.clients)
+        results.append(result)
+        print(f"{balancer:8} {deploy:8} {server:12} requests={result['total']} "
+              f"dropped={result['dropped']} refused={result['refused']} "
+              f"took={result['seconds']}s", flush=True)
+    left = [n for n in testbed.namespaces() if n.startswith(f"{testbed.PREFIX}-{os.getpid()}-")]
+    if left:
+        sys.exit(f"fleet: namespaces left behind: {left}")
+    out = os.path.join(ROOT, "bench", "results", "fleet-short.json" if args.short else "fleet.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    # Runs of other combinations in earlier invocations are kept; this one's replace theirs.
+    key = lambda r: (r["balancer"], r["deploy"], r["server"], r["shutdown_delay"])  # noqa: E731
+    fresh = {key(r) for r in results}
+    kept = json.load(open(out))["runs"] if os.path.exists(out) and not args.short else []
+    with open(out, "w") as f:
+        json.dump({"runs": [r for r in kept if key(r) not in fresh] + results}, f, indent=1)
+    print(f"wrote {out}; test bed removed, no namespace left")
+    if any(r["dropped"] for r in results if r["server"] == "server-cli"):
+        sys.exit("fleet: server-cli dropped requests in a planned deploy")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds the release binaries, installs HAProxy when missing, then runs
+# scripts/fleet-runs.py (rolling deploys of a 3-host fleet behind a load balancer, in
+# network namespaces; needs root). Arguments go to it: --short (CI), --deploys, --servers.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+if [ "$(id -u)" != 0 ]; then
+  echo "fleet: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) to create network namespaces; run it as root" >&2
+  exit 2
+fi
+if ! command -v haproxy >/dev/null || ! command -v curl >/dev/null; then
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy curl
+fi
+build_release
+# The Python servers' virtualenv, unless only server-cli's demo app runs (CI's --short).
+case " $* " in *" --short "*) ;; *) ensure_peers ;; esac
+exec python3 "$ROOT/scripts/fleet-runs.py" "$@"

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Deploy drivers for the fleet, run as the harness's `--disrupt` command.
+
+    deploy.py rolling --state DIR   SIGTERM each app host in turn, start it again once it
+                                    has exited, and go on to the next only once the load
+                                    balancer has it in rotation again (readiness-gated)
+    deploy.py hup-all --state DIR   SIGHUP to every host's server at once
+
+Each step is printed with the time since the driver started, so that the harness's report
+ties a drop to the host event that caused it. Exit status 1 (with one line) when a host
+does not exit, come back or return to rotation in time.
+"""
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hosts  # noqa: E402
+
+START = time.monotonic()
+
+
+def step(message):
+    """One line of the driver's progress, timestamped for the report."""
+    print(f"[{time.monotonic() - START:7.3f}s] {message}", flush=True)
+
+
+def rolling(state_dir, exit_timeout, ready_timeout):
+    """The rolling restart, host by host, each gated on the load balancer's health view."""
+    state = hosts.load(state_dir)
+    for host in state["hosts"]:
+        pid = state["hosts"][host]["pid"]
+        step(f"{host}: SIGTERM to {pid}")
+        os.kill(pid, signal.SIGTERM)
+        if not hosts.wait_exit(pid, exit_timeout):
+            raise TimeoutError(f"{host} did not exit within {exit_timeout} s of SIGTERM")
+        step(f"{host}: exited")
+        new_pid = hosts.start_server(state, host)
+        hosts.save(state_dir, state)
+        step(f"{host}: started again as {new_pid}")
+        hosts.wait_until(lambda: hosts.answers(state, host), ready_timeout, f"{host} to answer")
+        step(f"{host}: answers")
+        hosts.wait_until(lambda: hosts.in_rotation(state, host), ready_timeout,
+                         f"the load balancer to put {host} back in rotation")
+        step(f"{host}: in rotation again")
+
+
+def hup_all(state_dir):
+    """A rolling restart of every host's workers at once (each server's own HUP)."""
+    state = hosts.load(state_dir)
+    for host, entry in state["hosts"].items():
+        os.kill(entry["pid"], signal.SIGHUP)
+        step(f"{host}: SIGHUP to {entry['pid']}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("kind", choices=["rolling", "hup-all"])
+    parser.add_argument("--state", required=True, help="the run's directory (fleet.json)")
+    parser.add_argument("--exit-timeout", type=float, default=60)
+    parser.add_argument("--ready-timeout", type=float, default=60)
+    args = parser.parse_args()
+    try:
+        if args.kind == "rolling":
+            rolling(args.state, args.exit_timeout, args.ready_timeout)
+        else:
+            hup_all(args.state)
+    except (TimeoutError, OSError, KeyError, ValueError) as error:
+        sys.exit(f"deploy {args.kind}: {error}")
+    step("done")
+
+
+if __name__ == "__main__":
+    main()
