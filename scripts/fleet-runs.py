@@ -67,7 +67,7 @@ def server_command(server, shutdown_delay):
     raise ValueError(f"unknown server {server}")
 
 
-def run_one(balancer, deploy, server, shutdown_delay, duration, clients):
+def run_one(balancer, deploy, server, shutdown_delay, duration, clients, lag):
     """One deploy on a fresh test bed; returns the harness's summary plus the timings."""
     with tempfile.TemporaryDirectory(prefix="fleet-") as state_dir, \
             testbed.TestBed({**APP_HOSTS, **OTHER_HOSTS}) as bed:
@@ -81,8 +81,10 @@ def run_one(balancer, deploy, server, shutdown_delay, duration, clients):
             hosts.wait_until(lambda n=name: hosts.answers(state, n), 30, f"{name} to answer")
         if balancer != "haproxy":
             raise ValueError(f"unknown load balancer {balancer}")
+        # The lagged deploy stands in for a Kubernetes Service: no health checks, no retries.
+        config = "haproxy-lagged.cfg" if deploy == "lagged-rolling" else "haproxy.cfg"
         proc, state["balancer"] = balancers.start_haproxy(
-            bed.hosts["lb"], state_dir, {n: bed.hosts[n].address for n in APP_HOSTS})
+            bed.hosts["lb"], state_dir, {n: bed.hosts[n].address for n in APP_HOSTS}, config)
         balancers.wait_started(proc, state["balancer"], os.path.join(state_dir, "haproxy.log"))
         hosts.wait_until(lambda: all(hosts.in_rotation(state, n) for n in APP_HOSTS), 20,
                          "HAProxy to see every host UP")
@@ -91,7 +93,8 @@ def run_one(balancer, deploy, server, shutdown_delay, duration, clients):
         with open(body, "wb") as f:
             f.write(b"x" * 512)
         report = os.path.join(state_dir, "report.json")
-        driver = f"python3 {os.path.join(HERE, 'fleet', 'deploy.py')} {deploy} --state {state_dir}"
+        driver = (f"python3 {os.path.join(HERE, 'fleet', 'deploy.py')} {deploy} --state {state_dir}"
+                  f" --lag {lag}")
         argv = bed.hosts["client"].command(
             HARNESS, "--url", f"{state['balancer']['url']}/echo", "--method", "POST",
             "--body-file", body, "--header", "Content-Type: application/octet-stream",
@@ -107,6 +110,7 @@ def run_one(balancer, deploy, server, shutdown_delay, duration, clients):
         return {"balancer": balancer, "deploy": deploy, "server": server,
                 # Only server-cli has the option; the peers stop as they do.
                 "shutdown_delay": shutdown_delay if server.startswith("server-cli") else None,
+                "lag": lag if deploy == "lagged-rolling" else None,
                 "seconds": round(took, 1),
                 "dropped": summary["dropped"], "ok": summary["ok"], "refused": summary["refused"],
                 "total": summary["total"],
@@ -124,6 +128,8 @@ def main():
     parser.add_argument("--servers", default="server-cli")
     parser.add_argument("--shutdown-delay", type=float, default=2.0,
                         help="server-cli --shutdown-delay on every host (0: none)")
+    parser.add_argument("--lag", type=float, default=2.0,
+                        help="lagged-rolling: seconds from a host's SIGTERM to leaving the rotation")
     parser.add_argument("--duration", type=float, default=20)
     parser.add_argument("--clients", type=int, default=32)
     args = parser.parse_args()
@@ -135,7 +141,8 @@ def main():
         combos, duration = [("haproxy", "rolling", "server-cli")], 8
     results = []
     for balancer, deploy, server in combos:
-        result = run_one(balancer, deploy, server, args.shutdown_delay, duration, args.clients)
+        result = run_one(balancer, deploy, server, args.shutdown_delay, duration, args.clients,
+                         args.lag)
         results.append(result)
         print(f"{balancer:8} {deploy:8} {server:12} requests={result['total']} "
               f"dropped={result['dropped']} refused={result['refused']} "
@@ -146,13 +153,16 @@ def main():
     out = os.path.join(ROOT, "bench", "results", "fleet-short.json" if args.short else "fleet.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     # Runs of other combinations in earlier invocations are kept; this one's replace theirs.
-    key = lambda r: (r["balancer"], r["deploy"], r["server"], r["shutdown_delay"])  # noqa: E731
+    key = lambda r: (r["balancer"], r["deploy"], r["server"], r["shutdown_delay"], r.get("lag"))  # noqa: E731
     fresh = {key(r) for r in results}
     kept = json.load(open(out))["runs"] if os.path.exists(out) and not args.short else []
     with open(out, "w") as f:
         json.dump({"runs": [r for r in kept if key(r) not in fresh] + results}, f, indent=1)
     print(f"wrote {out}; test bed removed, no namespace left")
-    if any(r["dropped"] for r in results if r["server"] == "server-cli"):
+    # A lagged deploy without a shutdown delay above the lag is meant to show the loss.
+    def planned(r):
+        return r["deploy"] != "lagged-rolling" or (r["shutdown_delay"] or 0) > r["lag"]
+    if any(r["dropped"] for r in results if r["server"].startswith("server-cli") and planned(r)):
         sys.exit("fleet: server-cli dropped requests in a planned deploy")
 
 

@@ -21,12 +21,13 @@ def render(template_name, path, fields):
     return path
 
 
-def start_haproxy(lb_host, state_dir, app_hosts):
+def start_haproxy(lb_host, state_dir, app_hosts, template="haproxy.cfg"):
     """HAProxy in the foreground on `lb_host` (port 80), balancing over `app_hosts`
-    (name -> address); returns the process and the state's `balancer` entry."""
+    (name -> address) with the config `template` from examples/fleet/; returns the
+    process and the state's `balancer` entry."""
     servers = "\n".join(f"    server {name} {address}:{hosts.PORT}"
                         for name, address in app_hosts.items())
-    config = render("haproxy.cfg", os.path.join(state_dir, "haproxy.cfg"),
+    config = render(template, os.path.join(state_dir, "haproxy.cfg"),
                     {"state_dir": state_dir, "servers": servers,
                      "bind": f"{lb_host.address}:80"})
     log = open(os.path.join(state_dir, "haproxy.log"), "w")

@@ -5,6 +5,9 @@
                                     has exited, and go on to the next only once the load
                                     balancer has it in rotation again (readiness-gated)
     deploy.py hup-all --state DIR   SIGHUP to every host's server at once
+    deploy.py lagged-rolling --lag S --state DIR
+                                    the rolling restart with the load balancer told of a
+                                    stopping host S seconds after its SIGTERM (Kubernetes)
 
 Each step is printed with the time since the driver started, so that the harness's report
 ties a drop to the host event that caused it. Exit status 1 (with one line) when a host
@@ -48,6 +51,30 @@ def rolling(state_dir, exit_timeout, ready_timeout):
         step(f"{host}: in rotation again")
 
 
+def lagged_rolling(state_dir, lag, exit_timeout, ready_timeout):
+    """A rolling restart where the load balancer learns of a stopping host `lag` s after
+    its SIGTERM (a Kubernetes endpoint removed late), and of a restarted one as soon as it
+    answers. Without --shutdown-delay above the lag, the host refuses or closes while it is
+    still in rotation."""
+    state = hosts.load(state_dir)
+    for host in state["hosts"]:
+        pid = state["hosts"][host]["pid"]
+        step(f"{host}: SIGTERM to {pid}")
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(lag)
+        hosts.set_endpoint(state, host, serving=False)
+        step(f"{host}: out of rotation ({lag} s after SIGTERM)")
+        if not hosts.wait_exit(pid, exit_timeout):
+            raise TimeoutError(f"{host} did not exit within {exit_timeout} s of SIGTERM")
+        step(f"{host}: exited")
+        new_pid = hosts.start_server(state, host)
+        hosts.save(state_dir, state)
+        hosts.wait_until(lambda: hosts.answers(state, host), ready_timeout, f"{host} to answer")
+        step(f"{host}: started again as {new_pid}, answers")
+        hosts.set_endpoint(state, host, serving=True)
+        step(f"{host}: in rotation again")
+
+
 def hup_all(state_dir):
     """A rolling restart of every host's workers at once (each server's own HUP)."""
     state = hosts.load(state_dir)
@@ -58,7 +85,9 @@ def hup_all(state_dir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("kind", choices=["rolling", "hup-all"])
+    parser.add_argument("kind", choices=["rolling", "hup-all", "lagged-rolling"])
+    parser.add_argument("--lag", type=float, default=2.0,
+                        help="lagged-rolling: seconds from SIGTERM to leaving the rotation")
     parser.add_argument("--state", required=True, help="the run's directory (fleet.json)")
     parser.add_argument("--exit-timeout", type=float, default=60)
     parser.add_argument("--ready-timeout", type=float, default=60)
@@ -66,6 +95,8 @@ def main():
     try:
         if args.kind == "rolling":
             rolling(args.state, args.exit_timeout, args.ready_timeout)
+        elif args.kind == "lagged-rolling":
+            lagged_rolling(args.state, args.lag, args.exit_timeout, args.ready_timeout)
         else:
             hup_all(args.state)
     except (TimeoutError, OSError, KeyError, ValueError) as error:

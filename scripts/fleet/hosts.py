@@ -72,14 +72,7 @@ def answers(state, host, path="/healthz"):
 
 def haproxy_statuses(socket_path, backend="app"):
     """Server name -> status ("UP", "DOWN", "UP 1/2", ...) from HAProxy's stats socket."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(2)
-        conn.connect(socket_path)
-        conn.sendall(b"show stat\n")
-        data = b""
-        while chunk := conn.recv(65536):
-            data += chunk
-    lines = data.decode().splitlines()
+    lines = haproxy_command(socket_path, "show stat").splitlines()
     header = lines[0].lstrip("# ").split(",")
     name, server, status = header.index("pxname"), header.index("svname"), header.index("status")
     result = {}
@@ -90,11 +83,37 @@ def haproxy_statuses(socket_path, backend="app"):
     return result
 
 
+def haproxy_command(socket_path, command):
+    """Sends one command to HAProxy's stats socket (admin level); returns its answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(2)
+        conn.connect(socket_path)
+        conn.sendall(command.encode() + b"\n")
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    return data.decode()
+
+
+def set_endpoint(state, host, serving):
+    """Puts `host` in or out of the load balancer's rotation, as a control plane would
+    (HAProxy: the server's admin state, `ready` or `maint`)."""
+    balancer = state["balancer"]
+    if balancer["kind"] != "haproxy":
+        raise ValueError(f"no endpoint control for load balancer {balancer['kind']}")
+    answer = haproxy_command(balancer["stats_socket"],
+                             f"set server app/{host} state {'ready' if serving else 'maint'}")
+    if answer.strip():
+        raise ValueError(f"HAProxy refused to change {host}: {answer.strip()}")
+
+
 def in_rotation(state, host):
     """Whether the load balancer sends traffic to `host` again (its health check passed)."""
     balancer = state["balancer"]
     if balancer["kind"] == "haproxy":
-        return haproxy_statuses(balancer["stats_socket"]).get(host) == "UP"
+        # "no check": a server without health checks (the lagged config), in rotation
+        # until its admin state says otherwise ("MAINT").
+        return haproxy_statuses(balancer["stats_socket"]).get(host) in ("UP", "no check")
     raise ValueError(f"no health view for load balancer {balancer['kind']}")
 
 
