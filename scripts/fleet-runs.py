@@ -67,12 +67,13 @@ def server_command(server, shutdown_delay):
     raise ValueError(f"unknown server {server}")
 
 
-def run_one(balancer, deploy, server, shutdown_delay, duration, clients, lag):
+def run_one(balancer, deploy, server, shutdown_delay, duration, clients, lag, reuse):
     """One deploy on a fresh test bed; returns the harness's summary plus the timings."""
     with tempfile.TemporaryDirectory(prefix="fleet-") as state_dir, \
             testbed.TestBed({**APP_HOSTS, **OTHER_HOSTS}) as bed:
         os.chmod(state_dir, 0o755)
-        state = {"server": server_command(server, shutdown_delay), "cwd": ROOT, "hosts": {
+        state = {"server": server_command(server, shutdown_delay), "cwd": ROOT,
+                 "bridge_namespace": bed.bridge_namespace, "hosts": {
             name: {"namespace": bed.hosts[name].namespace, "address": bed.hosts[name].address,
                    "log": os.path.join(state_dir, f"{name}.log")} for name in APP_HOSTS}}
         for name in APP_HOSTS:
@@ -84,7 +85,8 @@ def run_one(balancer, deploy, server, shutdown_delay, duration, clients, lag):
         # The lagged deploy stands in for a Kubernetes Service: no health checks, no retries.
         config = "haproxy-lagged.cfg" if deploy == "lagged-rolling" else "haproxy.cfg"
         proc, state["balancer"] = balancers.start_haproxy(
-            bed.hosts["lb"], state_dir, {n: bed.hosts[n].address for n in APP_HOSTS}, config)
+            bed.hosts["lb"], state_dir, {n: bed.hosts[n].address for n in APP_HOSTS}, config,
+            reuse)
         balancers.wait_started(proc, state["balancer"], os.path.join(state_dir, "haproxy.log"))
         hosts.wait_until(lambda: all(hosts.in_rotation(state, n) for n in APP_HOSTS), 20,
                          "HAProxy to see every host UP")
@@ -111,6 +113,7 @@ def run_one(balancer, deploy, server, shutdown_delay, duration, clients, lag):
                 # Only server-cli has the option; the peers stop as they do.
                 "shutdown_delay": shutdown_delay if server.startswith("server-cli") else None,
                 "lag": lag if deploy == "lagged-rolling" else None,
+                "haproxy_reuse": reuse,
                 "seconds": round(took, 1),
                 "dropped": summary["dropped"], "ok": summary["ok"], "refused": summary["refused"],
                 "total": summary["total"],
@@ -130,6 +133,8 @@ def main():
                         help="server-cli --shutdown-delay on every host (0: none)")
     parser.add_argument("--lag", type=float, default=2.0,
                         help="lagged-rolling: seconds from a host's SIGTERM to leaving the rotation")
+    parser.add_argument("--haproxy-reuse", choices=["safe", "never"], default="safe",
+                        help="HAProxy's http-reuse towards the hosts")
     parser.add_argument("--duration", type=float, default=20)
     parser.add_argument("--clients", type=int, default=32)
     args = parser.parse_args()
@@ -142,7 +147,7 @@ def main():
     results = []
     for balancer, deploy, server in combos:
         result = run_one(balancer, deploy, server, args.shutdown_delay, duration, args.clients,
-                         args.lag)
+                         args.lag, args.haproxy_reuse)
         results.append(result)
         print(f"{balancer:8} {deploy:8} {server:12} requests={result['total']} "
               f"dropped={result['dropped']} refused={result['refused']} "
@@ -153,14 +158,18 @@ def main():
     out = os.path.join(ROOT, "bench", "results", "fleet-short.json" if args.short else "fleet.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     # Runs of other combinations in earlier invocations are kept; this one's replace theirs.
-    key = lambda r: (r["balancer"], r["deploy"], r["server"], r["shutdown_delay"], r.get("lag"))  # noqa: E731
+    key = lambda r: (r["balancer"], r["deploy"], r["server"], r["shutdown_delay"], r.get("lag"),
+                     r.get("haproxy_reuse", "safe"))  # noqa: E731
     fresh = {key(r) for r in results}
     kept = json.load(open(out))["runs"] if os.path.exists(out) and not args.short else []
     with open(out, "w") as f:
         json.dump({"runs": [r for r in kept if key(r) not in fresh] + results}, f, indent=1)
     print(f"wrote {out}; test bed removed, no namespace left")
     # A lagged deploy without a shutdown delay above the lag is meant to show the loss.
+    # Faults (kill-host, cut-host) are not deploys: their loss is reported, not a failure.
     def planned(r):
+        if r["deploy"] in ("kill-host", "cut-host"):
+            return False
         return r["deploy"] != "lagged-rolling" or (r["shutdown_delay"] or 0) > r["lag"]
     if any(r["dropped"] for r in results if r["server"].startswith("server-cli") and planned(r)):
         sys.exit("fleet: server-cli dropped requests in a planned deploy")

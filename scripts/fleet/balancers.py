@@ -21,7 +21,7 @@ def render(template_name, path, fields):
     return path
 
 
-def start_haproxy(lb_host, state_dir, app_hosts, template="haproxy.cfg"):
+def start_haproxy(lb_host, state_dir, app_hosts, template="haproxy.cfg", reuse="safe"):
     """HAProxy in the foreground on `lb_host` (port 80), balancing over `app_hosts`
     (name -> address) with the config `template` from examples/fleet/; returns the
     process and the state's `balancer` entry."""
@@ -29,7 +29,7 @@ def start_haproxy(lb_host, state_dir, app_hosts, template="haproxy.cfg"):
                         for name, address in app_hosts.items())
     config = render(template, os.path.join(state_dir, "haproxy.cfg"),
                     {"state_dir": state_dir, "servers": servers,
-                     "bind": f"{lb_host.address}:80"})
+                     "bind": f"{lb_host.address}:80", "reuse": reuse})
     log = open(os.path.join(state_dir, "haproxy.log"), "w")
     proc = subprocess.Popen(lb_host.command("haproxy", "-db", "-f", config), stdout=log,
                             stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)

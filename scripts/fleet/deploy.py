@@ -8,6 +8,8 @@
     deploy.py lagged-rolling --lag S --state DIR
                                     the rolling restart with the load balancer told of a
                                     stopping host S seconds after its SIGTERM (Kubernetes)
+    deploy.py kill-host|cut-host [--host H] --state DIR
+                                    a host killed or cut off mid-traffic, then brought back
 
 Each step is printed with the time since the driver started, so that the harness's report
 ties a drop to the host event that caused it. Exit status 1 (with one line) when a host
@@ -75,6 +77,38 @@ def lagged_rolling(state_dir, lag, exit_timeout, ready_timeout):
         step(f"{host}: in rotation again")
 
 
+def fault(state_dir, kind, host, hold):
+    """A host that fails under traffic: `kill-host` SIGKILLs every process of it (a machine
+    that died), `cut-host` takes it off the bridge (a network partition: nothing answers,
+    nothing is refused). Prints the requests in flight on it at that instant (HAProxy's
+    current sessions for that server), how long the load balancer took to mark it DOWN,
+    then brings the host back after `hold` s and waits until it is in rotation again."""
+    state = hosts.load(state_dir)
+    entry = state["hosts"][host]
+    in_flight = hosts.haproxy_sessions(state["balancer"]["stats_socket"]).get(host)
+    step(f"{host}: {in_flight} requests in flight on it (HAProxy scur)")
+    faulted = time.monotonic()
+    if kind == "kill-host":
+        killed = hosts.kill_namespace(entry["namespace"])
+        step(f"{host}: SIGKILL to every process ({killed})")
+    else:
+        hosts.set_link(state, host, connected=False)
+        step(f"{host}: cut off the bridge")
+    hosts.wait_until(lambda: hosts.marked_down(state, host), 30,
+                     f"the load balancer to mark {host} DOWN")
+    step(f"{host}: marked DOWN {time.monotonic() - faulted:.3f} s after the fault")
+    time.sleep(hold)
+    if kind == "kill-host":
+        step(f"{host}: started again as {hosts.start_server(state, host)}")
+        hosts.save(state_dir, state)
+    else:
+        hosts.set_link(state, host, connected=True)
+        step(f"{host}: back on the bridge")
+    hosts.wait_until(lambda: hosts.in_rotation(state, host), 60,
+                     f"the load balancer to put {host} back")
+    step(f"{host}: in rotation again")
+
+
 def hup_all(state_dir):
     """A rolling restart of every host's workers at once (each server's own HUP)."""
     state = hosts.load(state_dir)
@@ -85,7 +119,11 @@ def hup_all(state_dir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("kind", choices=["rolling", "hup-all", "lagged-rolling"])
+    parser.add_argument("kind", choices=["rolling", "hup-all", "lagged-rolling", "kill-host",
+                                         "cut-host"])
+    parser.add_argument("--host", default="app2", help="kill-host, cut-host: which host")
+    parser.add_argument("--hold", type=float, default=5.0,
+                        help="kill-host, cut-host: seconds before the host comes back")
     parser.add_argument("--lag", type=float, default=2.0,
                         help="lagged-rolling: seconds from SIGTERM to leaving the rotation")
     parser.add_argument("--state", required=True, help="the run's directory (fleet.json)")
@@ -95,6 +133,8 @@ def main():
     try:
         if args.kind == "rolling":
             rolling(args.state, args.exit_timeout, args.ready_timeout)
+        elif args.kind in ("kill-host", "cut-host"):
+            fault(args.state, args.kind, args.host, args.hold)
         elif args.kind == "lagged-rolling":
             lagged_rolling(args.state, args.lag, args.exit_timeout, args.ready_timeout)
         else:

@@ -107,6 +107,39 @@ def set_endpoint(state, host, serving):
         raise ValueError(f"HAProxy refused to change {host}: {answer.strip()}")
 
 
+def haproxy_sessions(socket_path, backend="app"):
+    """Server name -> current sessions (requests in progress on it) from HAProxy."""
+    lines = haproxy_command(socket_path, "show stat").splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    name, server, current = header.index("pxname"), header.index("svname"), header.index("scur")
+    return {f[server]: int(f[current] or 0) for f in (line.split(",") for line in lines[1:])
+            if len(f) > current and f[name] == backend and f[server] != "BACKEND"}
+
+
+def kill_namespace(namespace):
+    """SIGKILLs every process in a host's namespace; returns how many there were."""
+    pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True,
+                          text=True).stdout.split()
+    for pid in pids:
+        try:
+            os.kill(int(pid), 9)
+        except ProcessLookupError:
+            pass
+    return len(pids)
+
+
+def set_link(state, host, connected):
+    """Puts the host's cable on the bridge or takes it off (the bridge's side of its veth)."""
+    action = ["master", "br0", "up"] if connected else ["nomaster"]
+    subprocess.run(["ip", "-n", state["bridge_namespace"], "link", "set", host, *action],
+                   check=True)
+
+
+def marked_down(state, host):
+    """Whether HAProxy's health checks have marked `host` DOWN (not just one check failed)."""
+    return haproxy_statuses(state["balancer"]["stats_socket"]).get(host, "").startswith("DOWN")
+
+
 def in_rotation(state, host):
     """Whether the load balancer sends traffic to `host` again (its health check passed)."""
     balancer = state["balancer"]
