@@ -956,36 +956,35 @@ def asgi(servers, apps, secs):
     FastAPI >= 1.1x granian."""
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        lua = os.path.join(tmp, "post-1mb.lua")
-        with open(lua, "w") as f:
+        post = os.path.join(tmp, "post-1mb.lua")
+        with open(post, "w") as f:
             f.write('wrk.method = "POST"\nwrk.body = string.rep("x", 1048576)\n'
                     'wrk.headers["Content-Type"] = "application/octet-stream"\n')
-        loads = [("hello_app", "keepalive", "/", None, {}),
-                 ("hello_app", "new_connection", "/", None, {"Connection": "close"}),
-                 ("hello_app", "response_10kb", "/10k", None, {}),
-                 ("hello_app", "post_echo_1mb", "/echo", lua, {}),
-                 ("seed_app", "keepalive", "/", None, {}),
-                 ("seed_app", "new_connection", "/", None, {"Connection": "close"})]
+        close = os.path.join(tmp, "close.lua")
+        with open(close, "w") as f:
+            f.write('wrk.headers["Connection"] = "close"\n')
+        # (app, mode, path, wrk script, connections)
+        loads = [("hello_app", "keepalive", "/", None, 64),
+                 ("hello_app", "new_connection", "/", close, 64),
+                 ("hello_app", "response_10kb", "/10k", None, 64),
+                 ("hello_app", "post_echo_1mb", "/echo", post, 16),
+                 ("seed_app", "keepalive", "/", None, 64),
+                 ("seed_app", "new_connection", "/", close, 64)]
         for app in apps:
             for server in servers:
                 port = free_port()
                 proc = Server(asgi_command(server, app, port), port)
                 try:
                     wrk_path(port, 2, "/")  # warm-up: imports, caches, JIT-free but lazy paths
-                    for load_app, mode, path, script, headers in loads:
+                    for load_app, mode, path, script, connections in loads:
                         if load_app != app:
                             continue
-                        header_lua = None
-                        if headers:
-                            header_lua = os.path.join(tmp, "close.lua")
-                            with open(header_lua, "w") as f:
-                                f.write('wrk.headers["Connection"] = "close"\n')
-                        result = wrk_path(port, secs, path, script or header_lua,
-                                          connections=16 if script else 64)
+                        result = wrk_path(port, secs, path, script, connections)
                         results.setdefault(app, {}).setdefault(mode, {})[server] = result
                         print(f"  {app:10} {mode:15} {server:11} {result['requests_per_sec']:>8} req/s",
                               flush=True)
-                    results[app].setdefault("worker_rss_kib", {})[server] = tree_rss_kib(proc)
+                    # The whole server: parent (or manager) and its 2 workers.
+                    results[app].setdefault("server_rss_kib", {})[server] = tree_rss_kib(proc)
                 finally:
                     proc.kill()
     for app, goal in (("hello_app", 1.3), ("seed_app", 1.1)):
