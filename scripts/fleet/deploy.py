@@ -24,6 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hosts  # noqa: E402
+import testbed  # noqa: E402
 
 START = time.monotonic()
 
@@ -33,13 +34,21 @@ def step(message):
     print(f"[{time.monotonic() - START:7.3f}s] {message}", flush=True)
 
 
-def rolling(state_dir, exit_timeout, ready_timeout):
-    """The rolling restart, host by host, each gated on the load balancer's health view."""
+def rolling(state_dir, exit_timeout, ready_timeout, lag=None):
+    """The rolling restart, host by host. Without `lag`, each host is gated on the load
+    balancer's health view (the next goes once it is back in rotation). With `lag`, the
+    load balancer learns of a stopping host `lag` s after its SIGTERM (a Kubernetes endpoint
+    removed late) and of a restarted one as soon as it answers; without --shutdown-delay
+    above the lag, the host refuses or closes while it is still in rotation."""
     state = hosts.load(state_dir)
     for host in state["hosts"]:
         pid = state["hosts"][host]["pid"]
         step(f"{host}: SIGTERM to {pid}")
         os.kill(pid, signal.SIGTERM)
+        if lag is not None:
+            time.sleep(lag)
+            hosts.set_endpoint(state, host, serving=False)
+            step(f"{host}: out of rotation ({lag} s after SIGTERM)")
         if not hosts.wait_exit(pid, exit_timeout):
             raise TimeoutError(f"{host} did not exit within {exit_timeout} s of SIGTERM")
         step(f"{host}: exited")
@@ -48,32 +57,11 @@ def rolling(state_dir, exit_timeout, ready_timeout):
         step(f"{host}: started again as {new_pid}")
         hosts.wait_until(lambda: hosts.answers(state, host), ready_timeout, f"{host} to answer")
         step(f"{host}: answers")
-        hosts.wait_until(lambda: hosts.in_rotation(state, host), ready_timeout,
-                         f"the load balancer to put {host} back in rotation")
-        step(f"{host}: in rotation again")
-
-
-def lagged_rolling(state_dir, lag, exit_timeout, ready_timeout):
-    """A rolling restart where the load balancer learns of a stopping host `lag` s after
-    its SIGTERM (a Kubernetes endpoint removed late), and of a restarted one as soon as it
-    answers. Without --shutdown-delay above the lag, the host refuses or closes while it is
-    still in rotation."""
-    state = hosts.load(state_dir)
-    for host in state["hosts"]:
-        pid = state["hosts"][host]["pid"]
-        step(f"{host}: SIGTERM to {pid}")
-        os.kill(pid, signal.SIGTERM)
-        time.sleep(lag)
-        hosts.set_endpoint(state, host, serving=False)
-        step(f"{host}: out of rotation ({lag} s after SIGTERM)")
-        if not hosts.wait_exit(pid, exit_timeout):
-            raise TimeoutError(f"{host} did not exit within {exit_timeout} s of SIGTERM")
-        step(f"{host}: exited")
-        new_pid = hosts.start_server(state, host)
-        hosts.save(state_dir, state)
-        hosts.wait_until(lambda: hosts.answers(state, host), ready_timeout, f"{host} to answer")
-        step(f"{host}: started again as {new_pid}, answers")
-        hosts.set_endpoint(state, host, serving=True)
+        if lag is not None:
+            hosts.set_endpoint(state, host, serving=True)
+        else:
+            hosts.wait_until(lambda: hosts.in_rotation(state, host), ready_timeout,
+                             f"the load balancer to put {host} back in rotation")
         step(f"{host}: in rotation again")
 
 
@@ -89,7 +77,8 @@ def fault(state_dir, kind, host, hold):
     step(f"{host}: {in_flight} requests in flight on it (HAProxy scur)")
     faulted = time.monotonic()
     if kind == "kill-host":
-        killed = hosts.kill_namespace(entry["namespace"])
+        killed = len(testbed.pids_in(entry["namespace"]))
+        testbed.kill_all_in(entry["namespace"])
         step(f"{host}: SIGKILL to every process ({killed})")
     else:
         hosts.set_link(state, host, connected=False)
@@ -136,10 +125,10 @@ def main():
         elif args.kind in ("kill-host", "cut-host"):
             fault(args.state, args.kind, args.host, args.hold)
         elif args.kind == "lagged-rolling":
-            lagged_rolling(args.state, args.lag, args.exit_timeout, args.ready_timeout)
+            rolling(args.state, args.exit_timeout, args.ready_timeout, lag=args.lag)
         else:
             hup_all(args.state)
-    except (TimeoutError, OSError, KeyError, ValueError) as error:
+    except (TimeoutError, OSError, KeyError, ValueError, testbed.TestBedError) as error:
         sys.exit(f"deploy {args.kind}: {error}")
     step("done")
 

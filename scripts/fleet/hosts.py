@@ -116,18 +116,6 @@ def haproxy_sessions(socket_path, backend="app"):
             if len(f) > current and f[name] == backend and f[server] != "BACKEND"}
 
 
-def kill_namespace(namespace):
-    """SIGKILLs every process in a host's namespace; returns how many there were."""
-    pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True,
-                          text=True).stdout.split()
-    for pid in pids:
-        try:
-            os.kill(int(pid), 9)
-        except ProcessLookupError:
-            pass
-    return len(pids)
-
-
 def set_link(state, host, connected):
     """Puts the host's cable on the bridge or takes it off (the bridge's side of its veth)."""
     action = ["master", "br0", "up"] if connected else ["nomaster"]
