@@ -81,7 +81,7 @@ def fault(state_dir, kind, host, hold):
         testbed.kill_all_in(entry["namespace"])
         step(f"{host}: SIGKILL to every process ({killed})")
     else:
-        hosts.set_link(state, host, connected=False)
+        testbed.set_bridge_port(state["bridge_namespace"], host, connected=False)
         step(f"{host}: cut off the bridge")
     hosts.wait_until(lambda: hosts.marked_down(state, host), 30,
                      f"the load balancer to mark {host} DOWN")
@@ -91,7 +91,7 @@ def fault(state_dir, kind, host, hold):
         step(f"{host}: started again as {hosts.start_server(state, host)}")
         hosts.save(state_dir, state)
     else:
-        hosts.set_link(state, host, connected=True)
+        testbed.set_bridge_port(state["bridge_namespace"], host, connected=True)
         step(f"{host}: back on the bridge")
     hosts.wait_until(lambda: hosts.in_rotation(state, host), 60,
                      f"the load balancer to put {host} back")

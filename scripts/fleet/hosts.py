@@ -116,13 +116,6 @@ def haproxy_sessions(socket_path, backend="app"):
             if len(f) > current and f[name] == backend and f[server] != "BACKEND"}
 
 
-def set_link(state, host, connected):
-    """Puts the host's cable on the bridge or takes it off (the bridge's side of its veth)."""
-    action = ["master", "br0", "up"] if connected else ["nomaster"]
-    subprocess.run(["ip", "-n", state["bridge_namespace"], "link", "set", host, *action],
-                   check=True)
-
-
 def marked_down(state, host):
     """Whether HAProxy's health checks have marked `host` DOWN (not just one check failed)."""
     return haproxy_statuses(state["balancer"]["stats_socket"]).get(host, "").startswith("DOWN")

@@ -92,6 +92,13 @@ def remove_stale():
             run("ip", "netns", "del", name, check=False)
 
 
+def set_bridge_port(bridge_namespace, host, connected):
+    """Puts a host's cable on the bridge or takes it off (the bridge's end of its veth):
+    off, its packets go nowhere and nothing is refused (a partition)."""
+    action = ["master", "br0", "up"] if connected else ["nomaster"]
+    run("ip", "-n", bridge_namespace, "link", "set", host, *action)
+
+
 @dataclass
 class Host:
     """One host of the test bed."""
@@ -162,11 +169,11 @@ class TestBed:
 
     def cut(self, host):
         """Takes `host` off the bridge: its packets go nowhere, nothing is refused."""
-        run("ip", "-n", self.bridge_namespace, "link", "set", host, "nomaster")
+        set_bridge_port(self.bridge_namespace, host, connected=False)
 
     def reconnect(self, host):
         """Puts `host` back on the bridge."""
-        run("ip", "-n", self.bridge_namespace, "link", "set", host, "master", "br0", "up")
+        set_bridge_port(self.bridge_namespace, host, connected=True)
 
     def impair(self, host, delay_ms=0, loss_percent=0.0):
         """`tc netem` delay and loss on the host's interface (replacing any earlier one)."""
