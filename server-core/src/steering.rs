@@ -13,6 +13,12 @@
 //!
 //! While the map is empty (at start, before any worker is ready) the program lets the
 //! kernel choose by hash among every socket of the group, as without a program.
+//!
+//! Loaded for `BPF_SK_REUSEPORT_SELECT_OR_MIGRATE` (Linux 5.14) where the kernel has it,
+//! the same program also chooses where the queue of a closing socket goes, whatever
+//! `net.ipv4.tcp_migrate_req` says: the queue of a worker that died moves to the ready
+//! workers at once instead of waiting for its replacement (a Python worker takes seconds
+//! to start).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -29,6 +35,8 @@ const BPF_MAP_TYPE_REUSEPORT_SOCKARRAY: u32 = 20;
 /// Program type and attach point, as for the refusal program.
 const BPF_PROG_TYPE_SK_REUSEPORT: u32 = 21;
 const BPF_SK_REUSEPORT_SELECT: u32 = 39;
+/// The attach point that also runs the program for a closing socket's queue (5.14).
+const BPF_SK_REUSEPORT_SELECT_OR_MIGRATE: u32 = 40;
 /// `setsockopt` option that attaches a loaded program to the socket's reuseport group.
 const SO_ATTACH_REUSEPORT_EBPF: libc::c_int = 52;
 /// `src` register value of a 64-bit immediate load that names a map by descriptor.
@@ -148,6 +156,9 @@ pub(crate) struct SteeringProgram {
     order: OwnedFd,
     /// Each member socket's slot, by descriptor.
     slots: BTreeMap<RawFd, u32>,
+    /// Whether the program also migrates a closing socket's queue (loaded for
+    /// `BPF_SK_REUSEPORT_SELECT_OR_MIGRATE`).
+    migrates: bool,
 }
 
 impl SteeringProgram {
@@ -155,13 +166,36 @@ impl SteeringProgram {
     pub(crate) fn load() -> io::Result<Self> {
         let sockets = create_map(BPF_MAP_TYPE_REUSEPORT_SOCKARRAY, 8, MOST_STEERED)?;
         let order = create_map(BPF_MAP_TYPE_ARRAY, 4, MOST_STEERED + 1)?;
-        let program = load_program(order.as_raw_fd(), sockets.as_raw_fd())?;
+        // A kernel older than 5.14 refuses the migrating attach point with EINVAL.
+        let (program, migrates) = match load_program(
+            order.as_raw_fd(),
+            sockets.as_raw_fd(),
+            BPF_SK_REUSEPORT_SELECT_OR_MIGRATE,
+        ) {
+            Ok(program) => (program, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
+                load_program(
+                    order.as_raw_fd(),
+                    sockets.as_raw_fd(),
+                    BPF_SK_REUSEPORT_SELECT,
+                )?,
+                false,
+            ),
+            Err(e) => return Err(e),
+        };
         Ok(Self {
             program,
             sockets,
             order,
             slots: BTreeMap::new(),
+            migrates,
         })
+    }
+
+    /// Whether closing a socket of the group moves its queue to the members (chosen by
+    /// the program) rather than resetting it.
+    pub(crate) fn migrates(&self) -> bool {
+        self.migrates
     }
 
     /// Attaches the program to the reuseport group of `listener` (any socket of it).
@@ -327,7 +361,7 @@ fn instructions(order_map: i32, sockets_map: i32) -> [Insn; 31] {
     ]
 }
 
-fn load_program(order_map: i32, sockets_map: i32) -> io::Result<OwnedFd> {
+fn load_program(order_map: i32, sockets_map: i32, attach_type: u32) -> io::Result<OwnedFd> {
     let program = instructions(order_map, sockets_map);
     let license = c"GPL";
     let mut attr = ProgLoadAttr {
@@ -342,7 +376,7 @@ fn load_program(order_map: i32, sockets_map: i32) -> io::Result<OwnedFd> {
         prog_flags: 0,
         prog_name: *b"steer_to_ready\0\0",
         prog_ifindex: 0,
-        expected_attach_type: BPF_SK_REUSEPORT_SELECT,
+        expected_attach_type: attach_type,
         reserved: [0; 12],
     };
     bpf(BPF_PROG_LOAD, &mut attr).map(owned)
@@ -363,15 +397,46 @@ mod tests {
         n
     }
 
-    #[test]
-    fn new_connections_go_only_to_the_members_and_spread_over_them() {
-        let mut program = match SteeringProgram::load() {
-            Ok(p) => p,
+    /// The program, or `None` (with a note) where this process may not load eBPF.
+    fn loaded() -> Option<SteeringProgram> {
+        match SteeringProgram::load() {
+            Ok(p) => Some(p),
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                 eprintln!("skipped: not privileged to load eBPF programs");
-                return;
+                None
             }
             Err(e) => panic!("cannot load: {e}"),
+        }
+    }
+
+    #[test]
+    fn the_queue_of_a_closed_socket_moves_to_the_members() {
+        let Some(mut program) = loaded() else {
+            return;
+        };
+        if !program.migrates() {
+            eprintln!("skipped: this kernel has no BPF_SK_REUSEPORT_SELECT_OR_MIGRATE");
+            return;
+        }
+        let dying = bind("127.0.0.1:0".parse().unwrap(), 256, ReusePort::Group).unwrap();
+        let addr = dying.local_addr().unwrap();
+        let ready = bind_into_group(addr, 256).unwrap();
+        ready.set_nonblocking(true).unwrap();
+        program.attach(dying.as_fd()).unwrap();
+        program.set_members(&[dying.as_fd()]).unwrap();
+        let clients: Vec<_> = (0..30).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        assert_eq!(accepted(&ready), 0);
+        // Its owner died: out of the selection, then closed with 30 connections queued.
+        program.set_members(&[ready.as_fd()]).unwrap();
+        drop(dying);
+        assert_eq!(accepted(&ready), 30);
+        drop(clients);
+    }
+
+    #[test]
+    fn new_connections_go_only_to_the_members_and_spread_over_them() {
+        let Some(mut program) = loaded() else {
+            return;
         };
         let first = bind("127.0.0.1:0".parse().unwrap(), 256, ReusePort::Group).unwrap();
         let addr = first.local_addr().unwrap();

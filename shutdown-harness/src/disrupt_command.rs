@@ -4,6 +4,9 @@
 //! A command may leave a process behind on purpose (a restart that starts the new server
 //! in the background): the harness waits for the shell, not for the end of its output,
 //! so such a process holding the output pipe cannot hold the run.
+//!
+//! Each line of its output is timed as it arrives: a deploy driver that prints its steps
+//! ("app2: SIGTERM", "app2: in rotation again") gets them on the report's timeline.
 
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
@@ -16,7 +19,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::process::Command;
 
-use crate::observation::CommandRun;
+use crate::observation::{CommandRun, CommandStep, MAX_STEPS};
 
 /// How much of a command's output is kept (its end).
 const MAX_OUTPUT: usize = 64 * 1024;
@@ -26,9 +29,9 @@ const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 /// Runs `command`, for at most `limit`; times are seconds since `started`.
 pub async fn run_command(command: &str, started: Instant, limit: Duration) -> CommandRun {
     let start = started.elapsed().as_secs_f64();
-    let (status, success, output) = match execute(command, limit).await {
+    let (status, success, output) = match execute(command, started, limit).await {
         Ok(done) => done,
-        Err(why) => (why, false, String::new()),
+        Err(why) => (why, false, Output::default()),
     };
     CommandRun {
         command: command.into(),
@@ -36,11 +39,54 @@ pub async fn run_command(command: &str, started: Instant, limit: Duration) -> Co
         ended: started.elapsed().as_secs_f64(),
         status,
         success,
-        output,
+        output: String::from_utf8_lossy(&output.tail).into_owned(),
+        steps: output.steps,
     }
 }
 
-async fn execute(command: &str, limit: Duration) -> Result<(String, bool, String), String> {
+/// What was read of a command's output.
+#[derive(Debug, Default)]
+struct Output {
+    /// The last [`MAX_OUTPUT`] bytes.
+    tail: Vec<u8>,
+    /// Complete lines, timed (the first [`MAX_STEPS`]).
+    steps: Vec<CommandStep>,
+    /// The start of a line not yet ended.
+    partial: Vec<u8>,
+}
+
+impl Output {
+    /// Takes in a chunk read at `at` seconds since traffic started.
+    fn take(&mut self, chunk: &[u8], at: f64) {
+        self.tail.extend_from_slice(chunk);
+        let excess = self.tail.len().saturating_sub(MAX_OUTPUT);
+        self.tail.drain(..excess);
+        for &byte in chunk {
+            if byte == b'\n' {
+                self.end_line(at);
+            } else if self.partial.len() < MAX_OUTPUT {
+                self.partial.push(byte);
+            }
+        }
+    }
+
+    /// Ends the line read so far (a line break arrived, or the output ended).
+    fn end_line(&mut self, at: f64) {
+        let line = String::from_utf8_lossy(&self.partial)
+            .trim_end()
+            .to_string();
+        self.partial.clear();
+        if self.steps.len() < MAX_STEPS && !line.is_empty() {
+            self.steps.push(CommandStep { at, line });
+        }
+    }
+}
+
+async fn execute(
+    command: &str,
+    started: Instant,
+    limit: Duration,
+) -> Result<(String, bool, Output), String> {
     let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("cannot make a pipe: {e}"))?;
     let mut child = {
@@ -57,8 +103,8 @@ async fn execute(command: &str, limit: Duration) -> Result<(String, bool, String
             .spawn()
             .map_err(|e| format!("cannot run sh: {e}"))?
     };
-    let output = Arc::new(Mutex::new(Vec::new()));
-    let collector = tokio::spawn(collect(reader, output.clone()));
+    let output = Arc::new(Mutex::new(Output::default()));
+    let collector = tokio::spawn(collect(reader, started, output.clone()));
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     let result = match tokio::time::timeout(limit, child.wait()).await {
         Ok(Ok(status)) => (status.to_string(), status.success()),
@@ -75,16 +121,15 @@ async fn execute(command: &str, limit: Duration) -> Result<(String, bool, String
         }
     };
     let _ = tokio::time::timeout(OUTPUT_GRACE, collector).await;
-    let bytes = output.lock().map(|b| b.clone()).unwrap_or_default();
-    Ok((
-        result.0,
-        result.1,
-        String::from_utf8_lossy(&bytes).into_owned(),
-    ))
+    let output = output
+        .lock()
+        .map(|mut o| std::mem::take(&mut *o))
+        .unwrap_or_default();
+    Ok((result.0, result.1, output))
 }
 
-/// Reads the command's output until EOF, keeping its last [`MAX_OUTPUT`] bytes.
-async fn collect(reader: OwnedFd, output: Arc<Mutex<Vec<u8>>>) {
+/// Reads the command's output until EOF, timing each line as it arrives.
+async fn collect(reader: OwnedFd, started: Instant, output: Arc<Mutex<Output>>) {
     let Ok(mut reader) = pipe::Receiver::from_owned_fd(reader) else {
         return;
     };
@@ -94,9 +139,33 @@ async fn collect(reader: OwnedFd, output: Arc<Mutex<Vec<u8>>>) {
             break;
         }
         if let Ok(mut kept) = output.lock() {
-            kept.extend_from_slice(&chunk[..n]);
-            let excess = kept.len().saturating_sub(MAX_OUTPUT);
-            kept.drain(..excess);
+            kept.take(&chunk[..n], started.elapsed().as_secs_f64());
         }
+    }
+    if let Ok(mut kept) = output.lock() {
+        kept.end_line(started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Output;
+
+    #[test]
+    fn lines_are_timed_when_they_end_and_split_reads_join() {
+        let mut output = Output::default();
+        output.take(b"app1: SIG", 1.0);
+        output.take(b"TERM\n\napp1: exi", 1.5);
+        output.take(b"ted\r\n", 2.0);
+        let steps: Vec<(f64, &str)> = output
+            .steps
+            .iter()
+            .map(|s| (s.at, s.line.as_str()))
+            .collect();
+        assert_eq!(steps, vec![(1.5, "app1: SIGTERM"), (2.0, "app1: exited")]);
+        assert_eq!(output.tail, b"app1: SIGTERM\n\napp1: exited\r\n");
+        output.take(b"no line break", 3.0);
+        output.end_line(3.5);
+        assert_eq!(output.steps.last().map(|s| s.at), Some(3.5));
     }
 }

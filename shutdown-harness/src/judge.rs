@@ -10,7 +10,9 @@ use crate::outcome::Outcome;
 use crate::plan::{Disruption, Expectation, Plan};
 use crate::scenario::{Role, Scenario};
 
+mod phases;
 mod reconnects;
+pub use phases::{drops_by_step, StepDrops};
 pub use reconnects::{reconnects, Reconnects, PROMPT_RECONNECT};
 
 /// Least share of clean closes that must reconnect within [`PROMPT_RECONNECT`] when the
@@ -87,6 +89,8 @@ pub struct Summary {
     pub rows: Vec<Row>,
     /// The disruption commands that ran (`--disrupt`).
     pub commands: Vec<CommandRun>,
+    /// The drops counted against the command step each followed (empty without steps).
+    pub drops_by_step: Vec<StepDrops>,
     /// Why the run failed; empty when it passed.
     pub failures: Vec<String>,
 }
@@ -120,10 +124,11 @@ pub fn judge(plan: &Plan, observation: &Observation) -> Summary {
             row.1 += 1;
         }
     }
-    let drops: Vec<f64> = fast()
+    let drop_ends: Vec<f64> = fast()
         .filter(|r| r.outcome.is_drop() && !killed_in_flight(r))
-        .map(|r| r.end - signal_at)
+        .map(|r| r.end)
         .collect();
+    let drops: Vec<f64> = drop_ends.iter().map(|end| end - signal_at).collect();
     let slow: Vec<&RequestRecord> = records.iter().filter(|r| r.role == Role::Slow).collect();
     let total = fast().count();
     let mut summary = Summary {
@@ -169,6 +174,7 @@ pub fn judge(plan: &Plan, observation: &Observation) -> Summary {
             })
             .collect(),
         commands: observation.commands.clone(),
+        drops_by_step: drops_by_step(&observation.commands, &drop_ends),
         failures: Vec::new(),
     };
     summary.failures = failures(&summary, plan, observation);

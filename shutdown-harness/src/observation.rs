@@ -67,6 +67,21 @@ pub struct CommandRun {
     pub success: bool,
     /// Its output, stdout and stderr interleaved (the end of it, if long).
     pub output: String,
+    /// Each line it printed with when it arrived (the first [`MAX_STEPS`]): the phases of
+    /// a deploy, so that a drop is tied to the step that caused it.
+    pub steps: Vec<CommandStep>,
+}
+
+/// Most output lines of one disruption command kept as steps.
+pub const MAX_STEPS: usize = 1000;
+
+/// One line a disruption command printed, timed when it reached the harness.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandStep {
+    /// Seconds since traffic started.
+    pub at: f64,
+    /// The line, without its line break.
+    pub line: String,
 }
 
 /// Everything a run observed.

@@ -98,15 +98,37 @@ impl Report {
     }
 }
 
-/// Each disruption command: when it ran and how it ended; the output of a failed one.
+/// Most steps of one command listed in the text report (all are in the JSON).
+const STEPS_SHOWN: usize = 40;
+
+/// Each disruption command: when it ran and how it ended, its timed steps with the drops
+/// that followed each, and the output of a failed one.
 fn write_commands(out: &mut String, s: &Summary) {
+    let before_any = s.drops_by_step.iter().find(|d| d.at.is_none());
+    if let Some(d) = before_any {
+        let _ = writeln!(out, "{} dropped before the first command step", d.dropped);
+    }
     for c in &s.commands {
         let _ = writeln!(
             out,
             "command `{}`: {:.2} s to {:.2} s, {}",
             c.command, c.started, c.ended, c.status
         );
-        if !c.success && !c.output.trim().is_empty() {
+        for step in c.steps.iter().take(STEPS_SHOWN) {
+            let dropped = s
+                .drops_by_step
+                .iter()
+                .find(|d| d.at == Some(step.at) && d.step == step.line)
+                .map(|d| format!("  <- {} dropped after it", d.dropped))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  {:8.3} s  {}{dropped}", step.at, step.line);
+        }
+        if c.steps.len() > STEPS_SHOWN {
+            let _ = writeln!(out, "  ... {} more steps", c.steps.len() - STEPS_SHOWN);
+        }
+        // The end of a failed command's output, unless its steps above already list it.
+        let listed = !c.steps.is_empty() && c.steps.len() <= STEPS_SHOWN;
+        if !c.success && !listed && !c.output.trim().is_empty() {
             for line in c
                 .output
                 .lines()

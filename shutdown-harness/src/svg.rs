@@ -1,9 +1,11 @@
-//! A timeline of a run: time on x, one lane per outcome, the signal and the exit marked.
+//! A timeline of a run: time on x, one lane per outcome, the signal and the exit marked,
+//! and a disruption command's steps numbered on it with a legend below (so that a drop
+//! lines up with the host event that caused it).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::observation::ServerExit;
+use crate::observation::{CommandStep, ServerExit};
 use crate::outcome::Outcome;
 use crate::report::Report;
 
@@ -14,13 +16,23 @@ const LANE: f64 = 34.0;
 const TOP: f64 = 40.0;
 /// Time bins across the plot; each bin of a lane is shaded by how many requests ended in it.
 const BINS: usize = 400;
+/// Most command steps drawn and listed in the legend.
+const STEPS_DRAWN: usize = 40;
+/// Height of one legend line.
+const LEGEND_LINE: f64 = 15.0;
 
 /// Renders the report as a standalone SVG document.
 pub fn render(report: &Report) -> String {
     let lanes = lanes_of(report);
     let span = report.duration.max(0.001) + 1.0;
-    let height = TOP + LANE * lanes.len().max(1) as f64 + 40.0;
     let s = &report.summary;
+    let steps: Vec<&CommandStep> = s
+        .commands
+        .iter()
+        .flat_map(|c| &c.steps)
+        .take(STEPS_DRAWN)
+        .collect();
+    let height = TOP + LANE * lanes.len().max(1) as f64 + 40.0 + LEGEND_LINE * steps.len() as f64;
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -67,6 +79,7 @@ pub fn render(report: &Report) -> String {
     {
         marker(s.signal_at + after_signal, "exit", "#333");
     }
+    draw_steps(&mut svg, &steps, span, bottom);
     svg.push_str("</svg>\n");
     svg
 }
@@ -141,6 +154,30 @@ fn draw_lane(svg: &mut String, y: f64, outcome: Outcome, bins: &[usize]) {
             y + 4.0,
             (PLOT_WIDTH / BINS as f64).max(1.5),
             LANE - 8.0
+        );
+    }
+}
+
+/// Each command step as a thin numbered line across the lanes, and a legend below the
+/// time axis: number, time, the step's text.
+fn draw_steps(svg: &mut String, steps: &[&CommandStep], span: f64, bottom: f64) {
+    for (i, step) in steps.iter().enumerate() {
+        let sx = x_of(step.at, span);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{sx:.1}" y1="{TOP}" x2="{sx:.1}" y2="{bottom}" stroke="#8c564b" stroke-dasharray="3,3"><title>{}</title></line><text x="{:.1}" y="{:.1}" fill="#8c564b" font-size="10">{}</text>"##,
+            escape(&step.line),
+            sx + 2.0,
+            TOP + 10.0 + 10.0 * (i % 3) as f64,
+            i + 1
+        );
+        let _ = writeln!(
+            svg,
+            r##"<text x="10" y="{:.1}" fill="#8c564b">{:>2}  {:7.3} s  {}</text>"##,
+            bottom + 35.0 + LEGEND_LINE * i as f64,
+            i + 1,
+            step.at,
+            escape(&step.line)
         );
     }
 }

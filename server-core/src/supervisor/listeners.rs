@@ -307,10 +307,13 @@ impl Listeners {
                     return;
                 };
                 if let Some(socket) = by_worker.remove(&pid) {
-                    // With tcp_migrate_req the kernel moves its queue to the members when
-                    // it closes (the program chooses for them too); without, the queue
-                    // waits for the replacement, which gets this socket.
-                    if queued_on(&socket) > 0 && !queues_migrate() {
+                    // With a migrating program (or tcp_migrate_req) the kernel moves its
+                    // queue to the ready workers when it closes, the program choosing;
+                    // otherwise, or with no ready worker to take it, the queue waits for
+                    // the replacement, which gets this socket.
+                    let migrates = (steering.program.migrates() || queues_migrate())
+                        && !steering.members.is_empty();
+                    if queued_on(&socket) > 0 && !migrates {
                         steering.held.push(socket);
                     }
                 }

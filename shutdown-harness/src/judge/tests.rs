@@ -179,7 +179,56 @@ fn command(success: bool, output: &str) -> crate::observation::CommandRun {
         .into(),
         success,
         output: output.into(),
+        steps: Vec::new(),
     }
+}
+
+fn step(at: f64, line: &str) -> crate::observation::CommandStep {
+    crate::observation::CommandStep {
+        at,
+        line: line.into(),
+    }
+}
+
+#[test]
+fn each_drop_is_counted_against_the_last_step_printed_before_it_failed() {
+    let mut deploy = command(true, "");
+    deploy.steps = vec![
+        step(2.0, "app1: SIGTERM"),
+        step(3.0, "app1: in rotation again"),
+        step(5.0, "app2: SIGKILL"),
+    ];
+    let drops = crate::judge::drops_by_step(&[deploy], &[1.0, 2.5, 5.0, 5.1, 9.0]);
+    let counted: Vec<(Option<f64>, &str, usize)> = drops
+        .iter()
+        .map(|d| (d.at, d.step.as_str(), d.dropped))
+        .collect();
+    assert_eq!(
+        counted,
+        vec![
+            (None, "before the first step", 1),
+            (Some(2.0), "app1: SIGTERM", 1),
+            (Some(5.0), "app2: SIGKILL", 3),
+        ]
+    );
+    assert!(crate::judge::drops_by_step(&[command(true, "")], &[1.0]).is_empty());
+}
+
+#[test]
+fn a_drop_in_a_judged_run_is_tied_to_the_command_step_before_it() {
+    let plan = url_plan();
+    let records = vec![
+        request(0.5, 0.6, Outcome::Ok(200)),
+        request(1.5, 1.7, Outcome::EofBeforeResponse),
+    ];
+    let mut observation = observed(records, ServerExit::NotLaunched);
+    let mut deploy = command(true, "");
+    deploy.steps = vec![step(1.2, "app2: SIGTERM"), step(1.9, "app2: exited")];
+    observation.commands = vec![deploy];
+    let summary = judge(&plan, &observation);
+    assert_eq!(summary.dropped, 1);
+    assert_eq!(summary.drops_by_step.len(), 1);
+    assert_eq!(summary.drops_by_step[0].step, "app2: SIGTERM");
 }
 
 #[test]
