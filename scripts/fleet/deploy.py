@@ -8,6 +8,12 @@
     deploy.py lagged-rolling --lag S --state DIR
                                     the rolling restart with the load balancer told of a
                                     stopping host S seconds after its SIGTERM (Kubernetes)
+    deploy.py blue-green --state DIR
+                                    new instances beside the old ones (the -green entries),
+                                    the load balancer switched to them, the old ones
+                                    stopped once it sends them nothing more
+    deploy.py reload-lb --state DIR the load balancer reloaded with its config unchanged,
+                                    no host touched (nginx, Caddy): what a reload alone loses
     deploy.py kill-host|cut-host [--host H] --state DIR
                                     a host killed or cut off mid-traffic, then brought back
 
@@ -24,6 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hosts  # noqa: E402
+import rotation  # noqa: E402
 import testbed  # noqa: E402
 
 START = time.monotonic()
@@ -41,13 +48,13 @@ def rolling(state_dir, exit_timeout, ready_timeout, lag=None):
     removed late) and of a restarted one as soon as it answers; without --shutdown-delay
     above the lag, the host refuses or closes while it is still in rotation."""
     state = hosts.load(state_dir)
-    for host in state["hosts"]:
+    for host in [h for h in state["hosts"] if h in state["serving"]]:
         pid = state["hosts"][host]["pid"]
         step(f"{host}: SIGTERM to {pid}")
         os.kill(pid, signal.SIGTERM)
         if lag is not None:
             time.sleep(lag)
-            hosts.set_endpoint(state, host, serving=False)
+            rotation.set_endpoint(state, host, serving=False)
             step(f"{host}: out of rotation ({lag} s after SIGTERM)")
         if not hosts.wait_exit(pid, exit_timeout):
             raise TimeoutError(f"{host} did not exit within {exit_timeout} s of SIGTERM")
@@ -58,9 +65,9 @@ def rolling(state_dir, exit_timeout, ready_timeout, lag=None):
         hosts.wait_until(lambda: hosts.answers(state, host), ready_timeout, f"{host} to answer")
         step(f"{host}: answers")
         if lag is not None:
-            hosts.set_endpoint(state, host, serving=True)
+            rotation.set_endpoint(state, host, serving=True)
         else:
-            hosts.wait_until(lambda: hosts.in_rotation(state, host), ready_timeout,
+            hosts.wait_until(lambda: rotation.in_rotation(state, host), ready_timeout,
                              f"the load balancer to put {host} back in rotation")
         step(f"{host}: in rotation again")
 
@@ -68,22 +75,30 @@ def rolling(state_dir, exit_timeout, ready_timeout, lag=None):
 def fault(state_dir, kind, host, hold):
     """A host that fails under traffic: `kill-host` SIGKILLs every process of it (a machine
     that died), `cut-host` takes it off the bridge (a network partition: nothing answers,
-    nothing is refused). Prints the requests in flight on it at that instant (HAProxy's
-    current sessions for that server), how long the load balancer took to mark it DOWN,
-    then brings the host back after `hold` s and waits until it is in rotation again."""
+    nothing is refused). Before a kill the host is frozen (SIGSTOP) and the requests the
+    load balancer has in progress on it counted: the most the kill can lose. Then how long
+    the load balancer took to mark it DOWN; the host comes back after `hold` s and the
+    driver waits until it is in rotation again."""
     state = hosts.load(state_dir)
     entry = state["hosts"][host]
-    in_flight = hosts.haproxy_sessions(state["balancer"]["stats_socket"]).get(host)
-    step(f"{host}: {in_flight} requests in flight on it (HAProxy scur)")
-    faulted = time.monotonic()
     if kind == "kill-host":
+        step(f"{host}: SIGSTOP to every process (frozen: what is in flight stays in flight)")
+        testbed.stop_all_in(entry["namespace"])
+        # A frozen host's kernel still takes connections and requests: let the load
+        # balancer's view settle on it, then count.
+        time.sleep(0.1)
+        counts = {h: rotation.in_flight(state, h) for h in state["serving"]}
         killed = len(testbed.pids_in(entry["namespace"]))
+        step(f"{host}: {counts[host]} requests in flight on it (the load balancer's count; "
+             f"all hosts: {counts}); SIGKILL to every process ({killed})")
+        faulted = time.monotonic()
         testbed.kill_all_in(entry["namespace"])
-        step(f"{host}: SIGKILL to every process ({killed})")
     else:
+        in_flight = rotation.in_flight(state, host)
+        step(f"{host}: cut off the bridge with {in_flight} requests in flight on it")
+        faulted = time.monotonic()
         testbed.set_bridge_port(state["bridge_namespace"], host, connected=False)
-        step(f"{host}: cut off the bridge")
-    hosts.wait_until(lambda: hosts.marked_down(state, host), 30,
+    hosts.wait_until(lambda: rotation.marked_down(state, host), 30,
                      f"the load balancer to mark {host} DOWN")
     step(f"{host}: marked DOWN {time.monotonic() - faulted:.3f} s after the fault")
     time.sleep(hold)
@@ -93,23 +108,65 @@ def fault(state_dir, kind, host, hold):
     else:
         testbed.set_bridge_port(state["bridge_namespace"], host, connected=True)
         step(f"{host}: back on the bridge")
-    hosts.wait_until(lambda: hosts.in_rotation(state, host), 60,
+    hosts.wait_until(lambda: rotation.in_rotation(state, host), 60,
                      f"the load balancer to put {host} back")
     step(f"{host}: in rotation again")
+
+
+def blue_green(state_dir, exit_timeout, ready_timeout, drain_limit=10):
+    """Blue/green: every `-green` instance started and answering, the load balancer
+    switched to them in one step, then each old instance stopped once the load balancer
+    sends it nothing more (or after `drain_limit` s: the server drains what is left)."""
+    state = hosts.load(state_dir)
+    old = list(state["serving"])
+    new = [f"{host}-green" for host in old]
+    for host in new:
+        step(f"{host}: started as {hosts.start_server(state, host)}")
+    hosts.save(state_dir, state)
+    for host in new:
+        hosts.wait_until(lambda h=host: hosts.answers(state, h), ready_timeout, f"{host} to answer")
+    step("new instances answer")
+    rotation.switch(state, old, new)
+    step(f"load balancer switched to {', '.join(new)}")
+    for host in old:
+        try:
+            hosts.wait_until(lambda h=host: not rotation.still_sending(state, h), drain_limit,
+                             f"the load balancer to stop sending to {host}")
+            step(f"{host}: nothing more from the load balancer")
+        except TimeoutError:
+            step(f"{host}: still used by the load balancer after {drain_limit} s")
+        pid = state["hosts"][host]["pid"]
+        os.kill(pid, signal.SIGTERM)
+        step(f"{host}: SIGTERM to {pid}")
+    for host in old:
+        if not hosts.wait_exit(state["hosts"][host]["pid"], exit_timeout):
+            raise TimeoutError(f"{host} did not exit within {exit_timeout} s of SIGTERM")
+        step(f"{host}: exited")
+    state["serving"] = new
+    hosts.save(state_dir, state)
+
+
+def reload_lb(state_dir):
+    """The load balancer reloaded with the same config, no app host touched: the loss a
+    reload-based switch (blue/green, an endpoint change) costs by itself."""
+    state = hosts.load(state_dir)
+    rotation.reload(state["balancer"])
+    step(f"{state['balancer']['kind']} reloaded (config unchanged)")
 
 
 def hup_all(state_dir):
     """A rolling restart of every host's workers at once (each server's own HUP)."""
     state = hosts.load(state_dir)
-    for host, entry in state["hosts"].items():
+    for host in state["serving"]:
+        entry = state["hosts"][host]
         os.kill(entry["pid"], signal.SIGHUP)
         step(f"{host}: SIGHUP to {entry['pid']}")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("kind", choices=["rolling", "hup-all", "lagged-rolling", "kill-host",
-                                         "cut-host"])
+    parser.add_argument("kind", choices=["rolling", "hup-all", "lagged-rolling", "blue-green",
+                                         "reload-lb", "kill-host", "cut-host"])
     parser.add_argument("--host", default="app2", help="kill-host, cut-host: which host")
     parser.add_argument("--hold", type=float, default=5.0,
                         help="kill-host, cut-host: seconds before the host comes back")
@@ -126,9 +183,14 @@ def main():
             fault(args.state, args.kind, args.host, args.hold)
         elif args.kind == "lagged-rolling":
             rolling(args.state, args.exit_timeout, args.ready_timeout, lag=args.lag)
+        elif args.kind == "reload-lb":
+            reload_lb(args.state)
+        elif args.kind == "blue-green":
+            blue_green(args.state, args.exit_timeout, args.ready_timeout)
         else:
             hup_all(args.state)
     except (TimeoutError, OSError, KeyError, ValueError, testbed.TestBedError) as error:
+        step(f"failed: {error}")
         sys.exit(f"deploy {args.kind}: {error}")
     step("done")
 

@@ -80,6 +80,16 @@ def kill_all_in(namespace):
     raise TestBedError(f"processes {pids_in(namespace)} of {namespace} survived SIGKILL")
 
 
+def stop_all_in(namespace):
+    """SIGSTOPs every process of a namespace: the host freezes, its kernel still answers
+    (what is in flight on it stays in flight, and can be counted at the load balancer)."""
+    for pid in pids_in(namespace):
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            pass
+
+
 def remove_stale():
     """Removes the namespaces of earlier runs whose owner is gone (a run killed mid-way)."""
     for name in namespaces():
