@@ -72,9 +72,10 @@ def contender_command(name, port, workers=2):
 class Server:
     """A server process whose stderr lines are collected (JSON lines for server-cli)."""
 
-    def __init__(self, argv, port, tls=None):
+    def __init__(self, argv, port, tls=None, ready_timeout=None):
         self.port = port
         self.tls = tls
+        self.ready_timeout = ready_timeout or READY_TIMEOUT
         self.lines = []
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, start_new_session=True)
@@ -87,7 +88,7 @@ class Server:
             self.lines.append((time.time(), line.rstrip("\n")))
 
     def wait_ready(self):
-        deadline = time.monotonic() + READY_TIMEOUT
+        deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.lines[-5:]}")
@@ -997,6 +998,117 @@ def asgi(servers, apps, secs):
     return results
 
 
+def callgrind_self_cost_by_object(path):
+    """Instructions executed in each object file (executable or shared library), from a
+    callgrind output file: each function's own cost, calls excluded."""
+    names, by_object = {}, {}
+    current, skip_next = None, False
+
+    def name_of(value):
+        # "(12) /usr/lib/libpython3.11.so" defines id 12; "(12)" refers to it.
+        if value.startswith("("):
+            ident, _, rest = value.partition(")")
+            if rest.strip():
+                names[ident] = rest.strip()
+            return names.get(ident, rest.strip())
+        return value
+
+    with open(path) as f:
+        for line in f:
+            if line.startswith("ob="):
+                current = name_of(line[3:].strip())
+            elif line.startswith("cob="):
+                name_of(line[4:].strip())  # a callee's object, named here the first time
+            elif line.startswith("calls="):
+                skip_next = True
+            elif line[:1].isdigit() or line[:1] in "+-*":
+                if skip_next:
+                    skip_next = False
+                    continue
+                parts = line.split()
+                if len(parts) >= 2 and parts[1].isdigit():
+                    by_object[current] = by_object.get(current, 0) + int(parts[1])
+    return by_object
+
+
+def object_group(name):
+    """Which part of a Python server an object file is: the interpreter, the server's own
+    native code, uvloop, other extension modules, or the C library and the rest."""
+    base = os.path.basename(name or "")
+    if base.startswith("libpython"):
+        return "python_interpreter"
+    if base == "server-cli" or base.startswith(("_granian", "zerodrop_worker", "libzerodrop_worker")):
+        return "server_native"
+    if "uvloop" in (name or ""):
+        return "uvloop"
+    if base.endswith(".so") and "site-packages" in (name or ""):
+        return "other_extensions"
+    if "/lib-dynload/" in (name or ""):
+        return "python_stdlib_native"
+    return "libc_and_rest"
+
+
+def asgi_instructions_per_request(servers, apps, counts=(400, 800)):
+    """Instructions per keep-alive request of one Python worker under callgrind, by part
+    (interpreter, the server's native code, uvloop, ...): the worker's counts after N and
+    2N requests, differenced (start-up and shutdown cancel out). Counts, not seconds: the
+    same on a busy machine."""
+    if not shutil.which("valgrind"):
+        return None
+    venv_bin = os.path.join(VENV, "bin")
+    results = {}
+    for app in apps:
+        for server in servers:
+            per_run = []
+            for n in counts:
+                with tempfile.TemporaryDirectory() as tmp:
+                    port = free_port()
+                    if server == "server-cli":
+                        env = ["env", f"VIRTUAL_ENV={VENV}"] if os.path.isdir(VENV) else []
+                        argv = env + ["valgrind", "--tool=callgrind", "--trace-children=yes",
+                                      f"--callgrind-out-file={tmp}/cg.%p",
+                                      SERVER_CLI, f"{app}:app", "--app-dir", PEERS_DIR,
+                                      "--workers", "1", "--port", str(port), "--no-access-log",
+                                      "--timeout-worker-healthcheck", "600"]
+                    else:
+                        argv = ["valgrind", "--tool=callgrind", "--trace-children=yes",
+                                f"--callgrind-out-file={tmp}/cg.%p",
+                                os.path.join(venv_bin, "granian"), "--interface", "asgi",
+                                "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
+                                "--working-dir", PEERS_DIR, "--no-access-log", f"{app}:app"]
+                    proc = Server(argv, port, ready_timeout=300)
+                    try:
+                        with socket.create_connection(("127.0.0.1", port)) as s:
+                            for _ in range(n):
+                                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                                got = b""
+                                while b"\r\n\r\n" not in got or not got.rstrip().endswith(b"}"):
+                                    chunk = s.recv(4096)
+                                    if not chunk:
+                                        raise RuntimeError("connection closed")
+                                    got += chunk
+                        proc.stop(timeout=120)
+                    finally:
+                        proc.kill()
+                    # The worker: the output file with the most instructions.
+                    files = [os.path.join(tmp, f) for f in os.listdir(tmp) if f.startswith("cg.")]
+                    costs = [callgrind_self_cost_by_object(f) for f in files]
+                    per_run.append(max(costs, key=lambda c: sum(c.values())) if costs else {})
+            groups = {}
+            for run_index, costs in enumerate(per_run):
+                for obj, cost in costs.items():
+                    group = groups.setdefault(object_group(obj), [0, 0])
+                    group[run_index] += cost
+            spread = counts[1] - counts[0]
+            by_part = {g: round((v[1] - v[0]) / spread) for g, v in groups.items()}
+            total = sum(by_part.values())
+            results.setdefault(app, {})[server] = {"total": total, "by_part": by_part}
+            print(f"  {app:10} {server:11} {total:>9} instructions per request: "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(by_part.items(), key=lambda kv: -kv[1])),
+                  flush=True)
+    return results
+
+
 def harness_vs_wrk(secs, connections=64):
     """The harness's own speed on keep-alive connections next to wrk's, against the same
     server-cli --workers 2 in the same run: the harness must never be the bottleneck that
@@ -1073,6 +1185,10 @@ def main():
                       # The seed's app needs FastAPI: the peers' virtualenv (not in a smoke run).
                       ["hello_app"] + ([] if args.no_peers else ["seed_app"]),
                       1 if smoke else 6)),
+        ("asgi_instructions", "Python ASGI apps: instructions per request of one worker (callgrind)",
+         None if smoke else lambda: asgi_instructions_per_request(
+             ["server-cli"] + ([] if args.no_peers else ["granian"]),
+             ["hello_app"] + ([] if args.no_peers else ["seed_app"]))),
         ("tls", "HTTPS (wrk -t2 -c64; openssl s_time; idle connections)",
          lambda: tls(["server-cli"] + ([] if smoke or not shutil.which("nginx") else ["nginx"])
                      + ([] if args.no_peers else ["uvicorn"]), 1 if smoke else 10, 50 if smoke else 1000)),

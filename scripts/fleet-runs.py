@@ -209,9 +209,10 @@ def main():
         json.dump({"runs": [r for r in kept if key(r) not in fresh] + results}, f, indent=1)
     print(f"wrote {out}; test bed removed, no namespace left")
     # A lagged deploy without a shutdown delay above the lag is meant to show the loss.
-    # Faults (kill-host, cut-host) are not deploys: their loss is reported, not a failure.
+    # Faults (kill-host, cut-host) are not deploys, and reload-lb touches no host: their
+    # loss is reported, not a failure.
     def planned(r):
-        if r["deploy"] in ("kill-host", "cut-host", "none"):
+        if r["deploy"] in ("kill-host", "cut-host", "reload-lb", "none"):
             return False
         return r["deploy"] != "lagged-rolling" or (r["shutdown_delay"] or 0) > r["lag"]
     if any(r["dropped"] for r in results if r["server"].startswith("server-cli") and planned(r)):
