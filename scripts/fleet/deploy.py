@@ -150,7 +150,7 @@ def reload_lb(state_dir):
     """The load balancer reloaded with the same config, no app host touched: the loss a
     reload-based switch (blue/green, an endpoint change) costs by itself."""
     state = hosts.load(state_dir)
-    rotation.reload(state["balancer"])
+    rotation.reload(state["balancer"], force=True)
     step(f"{state['balancer']['kind']} reloaded (config unchanged)")
 
 

@@ -57,13 +57,14 @@ def set_endpoint(state, host, serving):
     reload(balancer)
 
 
-def reload(balancer):
+def reload(balancer, force=False):
     """The graceful reload of nginx or Caddy with the config as written (HAProxy is
-    changed on its stats socket instead, never reloaded here)."""
+    changed on its stats socket instead, never reloaded here). Caddy skips a reload of an
+    unchanged config unless `force`."""
     if balancer["kind"] == "nginx":
         reload_nginx(balancer)
     elif balancer["kind"] == "caddy":
-        reload_caddy(balancer)
+        reload_caddy(balancer, force)
     else:
         raise ValueError(f"no reload for {balancer['kind']} here (its stats socket changes it)")
 
@@ -129,10 +130,11 @@ def started_workers(error_log):
         return f.read().count("start worker process")
 
 
-def reload_caddy(balancer):
+def reload_caddy(balancer, force=False):
     """`caddy reload` through the admin socket: it returns once the new config runs."""
     done = subprocess.run(["caddy", "reload", "--config", balancer["config"], "--adapter",
-                           "caddyfile", "--address", f"unix/{balancer['admin_socket']}"],
+                           "caddyfile", "--address", f"unix/{balancer['admin_socket']}"]
+                          + (["--force"] if force else []),
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise ValueError(f"caddy reload failed: {done.stderr.strip()[-300:]}")

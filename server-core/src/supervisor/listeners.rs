@@ -39,8 +39,8 @@ pub(crate) enum Listeners {
         by_worker: BTreeMap<Pid, Listener>,
         /// The server is stopping: no new socket joins the group.
         closed: bool,
-        /// For external workers: the program that sends new connections to `members`
-        /// only. The parent then keeps each worker's socket until the worker is reaped
+        /// For external workers and `--reuse-port`: the program that sends new
+        /// connections to `members` only. The parent then keeps each worker's socket until the worker is reaped
         /// (to watch its queue), and the socket of a worker that died with connections
         /// queued goes to its replacement with them.
         steering: Option<Steering>,
@@ -71,10 +71,15 @@ impl Listeners {
         match (&config.bind, config.listener_mode) {
             (Bind::Tcp(addr), mode) => {
                 let (drain, program) = resolve_drain_mode(config.listener_drain, ReusePort::Group)?;
+                // Steering for external workers (which cannot stop accepting cleanly), and
+                // for built-in workers on sockets of their own: the kernel may reset a
+                // connection whose handshake completes as its listener closes (the child
+                // is queued on a socket no longer listening; 1 run in 40 of a HUP test
+                // under load), so a leaving worker is first left out of the selection and
+                // closes its socket only once its queue has stayed empty.
                 let steering = match (protocol, mode, drain) {
-                    (WorkerProtocol::External, ListenerMode::Shared, DrainMode::Ebpf) => {
-                        load_steering()
-                    }
+                    (WorkerProtocol::External, ListenerMode::Shared, DrainMode::Ebpf)
+                    | (_, ListenerMode::ReusePort, DrainMode::Ebpf) => load_steering(mode),
                     _ => None,
                 };
                 let per_worker = mode == ListenerMode::ReusePort || steering.is_some();
@@ -408,14 +413,15 @@ fn queued_on(listener: &Listener) -> u32 {
     }
 }
 
-/// Loads the steering program for external workers; without it (no CAP_BPF) they share
-/// one socket, as before, and the reason is logged once.
-fn load_steering() -> Option<Steering> {
+/// Loads the steering program (external workers, or `--reuse-port`: `mode` says which);
+/// without it (no CAP_BPF) external workers share one socket and `--reuse-port` sockets
+/// are chosen by the kernel's hash alone, and the reason is logged once.
+fn load_steering(mode: ListenerMode) -> Option<Steering> {
     match SteeringProgram::load() {
         Ok(program) => {
             tracing::info!(
-                "external workers: one socket each, new connections steered by eBPF to ready workers \
-                 (a leaving worker's queue empties before it is signalled)"
+                "one socket per worker, new connections steered by eBPF to ready workers \
+                 (a leaving worker's queue empties before it is told to stop)"
             );
             Some(Steering {
                 program,
@@ -427,8 +433,15 @@ fn load_steering() -> Option<Steering> {
         }
         Err(e) => {
             tracing::warn!(
-                "external workers share one socket: eBPF steering unavailable ({e}); a worker \
-                 signalled at a rolling restart may lose connections it accepts while it stops"
+                "eBPF steering unavailable ({e}): {}",
+                match mode {
+                    ListenerMode::Shared =>
+                        "external workers share one socket; a worker signalled \
+                        at a rolling restart may lose connections it accepts while it stops",
+                    ListenerMode::ReusePort =>
+                        "a connection whose handshake completes as a \
+                        leaving worker's socket closes may be reset",
+                }
             );
             None
         }
