@@ -40,9 +40,9 @@ pub(crate) enum Listeners {
         /// The server is stopping: no new socket joins the group.
         closed: bool,
         /// For external workers and `--reuse-port`: the program that sends new
-        /// connections to `members` only. The parent then keeps each worker's socket until the worker is reaped
-        /// (to watch its queue), and the socket of a worker that died with connections
-        /// queued goes to its replacement with them.
+        /// connections to `members` only. The parent then keeps each worker's socket
+        /// until the worker is reaped (to watch its queue), and the socket of a worker
+        /// that died with connections queued goes to its replacement with them.
         steering: Option<Steering>,
     },
 }
@@ -74,8 +74,8 @@ impl Listeners {
                 // Steering for external workers (which cannot stop accepting cleanly), and
                 // for built-in workers on sockets of their own: the kernel may reset a
                 // connection whose handshake completes as its listener closes (the child
-                // is queued on a socket no longer listening; 1 run in 40 of a HUP test
-                // under load), so a leaving worker is first left out of the selection and
+                // is queued on a socket no longer listening; 2-3 runs in 80 of a HUP
+                // test under a CPU hog), so a leaving worker is first left out of the selection and
                 // closes its socket only once its queue has stayed empty.
                 let steering = match (protocol, mode, drain) {
                     (WorkerProtocol::External, ListenerMode::Shared, DrainMode::Ebpf)
