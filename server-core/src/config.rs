@@ -30,8 +30,9 @@ pub enum ListenerMode {
     #[default]
     Shared,
     /// One `SO_REUSEPORT` socket per worker: the kernel spreads connections by hash, with
-    /// no contention on one queue, but a slow worker keeps its share, and a leaving
-    /// worker's queue survives only with `net.ipv4.tcp_migrate_req=1`.
+    /// no contention on one queue, but a slow worker keeps its share. Where eBPF may be
+    /// loaded, a leaving worker is first steered out and stops once its queue is empty;
+    /// without it, its queue survives only with `net.ipv4.tcp_migrate_req=1`.
     ReusePort,
 }
 

@@ -1,7 +1,7 @@
 //! The parent's listening sockets: one shared by every worker, or one per worker in a
 //! `SO_REUSEPORT` group (asked with `--reuse-port`, or chosen for external workers when
-//! eBPF is available, with new connections steered to the ready workers: see
-//! [`crate::steering`]).
+//! eBPF is available), with new connections steered to the ready workers where eBPF is
+//! available: see [`crate::steering`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,8 +25,9 @@ pub(crate) enum Listeners {
     Shared(Option<Listener>),
     /// One socket per worker, all in one reuseport group: the kernel spreads connections
     /// by hash. The parent keeps a copy of each (to refuse and to watch the queues) and
-    /// drops it when the worker leaves, so that the worker's own close is the last one:
-    /// with `net.ipv4.tcp_migrate_req=1` the kernel then moves its queue to the others.
+    /// (without steering) drops it when the worker leaves, so that the worker's own close
+    /// is the last one: with `net.ipv4.tcp_migrate_req=1` the kernel then moves its queue
+    /// to the others.
     PerWorker {
         /// Where every socket of the group is bound.
         addr: SocketAddr,
@@ -75,8 +76,8 @@ impl Listeners {
                 // for built-in workers on sockets of their own: the kernel may reset a
                 // connection whose handshake completes as its listener closes (the child
                 // is queued on a socket no longer listening; 2-3 runs in 80 of a HUP
-                // test under a CPU hog), so a leaving worker is first left out of the selection and
-                // closes its socket only once its queue has stayed empty.
+                // test under a CPU hog), so a leaving worker is first left out of the
+                // selection and closes its socket only once its queue has stayed empty.
                 let steering = match (protocol, mode, drain) {
                     (WorkerProtocol::External, ListenerMode::Shared, DrainMode::Ebpf)
                     | (_, ListenerMode::ReusePort, DrainMode::Ebpf) => load_steering(mode),
