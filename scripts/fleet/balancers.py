@@ -23,6 +23,17 @@ def render(template_name, path, fields):
     return path
 
 
+def listed(kind, deploy, entries, serving):
+    """The balancer's members at the start: the serving hosts (HAProxy has the other
+    entries in its config too, disabled, to be enabled on its stats socket). For a
+    blue/green deploy nginx and Caddy get both colours: the switch is then by health (the
+    green instances refuse until they start), with no reload, which loses requests by
+    itself (the reload-lb control)."""
+    if kind != "haproxy" and deploy == "blue-green":
+        return list(entries)
+    return list(serving)
+
+
 def render_config(state):
     """Writes the balancer's config from its template, with the state's host entries:
     HAProxy gets every entry (those not in `members` disabled, to be enabled on its stats

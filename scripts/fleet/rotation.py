@@ -4,8 +4,10 @@ HAProxy has a health view and admin states on its stats socket. nginx (open sour
 Caddy have no health view to ask: nginx's checks are passive only, and Caddy's admin API
 keeps active health out of /reverse_proxy/upstreams (caddy #6135). For them a host is in
 rotation when it is in the config, answers /healthz, and has a connection from the load
-balancer (traffic reaches it again), and a host is taken out or put back the way a
-control plane does it: the config rewritten without it, then a graceful reload.
+balancer (traffic reaches it again). A host taken out or put back by an endpoint change
+(the lagged rolling restart) is the config rewritten without it, then a graceful reload,
+as a control plane that reloads does it; a blue/green switch lists both colours from
+the start and reloads nothing (`switch`).
 """
 
 import json
@@ -31,11 +33,17 @@ def in_rotation(state, host):
 
 
 def marked_down(state, host):
-    """Whether the load balancer's health checks have taken `host` out (HAProxy only)."""
+    """Whether the load balancer has taken `host` out after a fault: HAProxy's health
+    checks (`DOWN`), Caddy's passive health (a failure counted against the upstream, which
+    keeps it out for `fail_duration`); None for nginx, which shows nothing of it."""
     balancer = state["balancer"]
-    if balancer["kind"] != "haproxy":
-        raise ValueError(f"{balancer['kind']} has no health view to ask")
-    return haproxy_statuses(balancer["stats_socket"]).get(host, "").startswith("DOWN")
+    if balancer["kind"] == "haproxy":
+        return haproxy_statuses(balancer["stats_socket"]).get(host, "").startswith("DOWN")
+    if balancer["kind"] == "caddy":
+        wanted = hosts.endpoint(state["hosts"][host])
+        return any(u.get("fails", 0) > 0 for u in caddy_upstreams(balancer)
+                   if u.get("address") == wanted)
+    return None
 
 
 def set_endpoint(state, host, serving):
@@ -78,19 +86,28 @@ def in_flight(state, host):
         sessions = haproxy_command(balancer["stats_socket"], "show sess").splitlines()
         return sum(1 for line in sessions if f" srv={host} " in f"{line} ")
     if balancer["kind"] == "caddy":
-        done = subprocess.run(["curl", "-fsS", "--unix-socket", balancer["admin_socket"],
-                               "http://caddy/reverse_proxy/upstreams"],
-                              capture_output=True, text=True)
         wanted = hosts.endpoint(state["hosts"][host])
-        return sum(u.get("num_requests", 0) for u in json.loads(done.stdout or "[]")
+        return sum(u.get("num_requests", 0) for u in caddy_upstreams(balancer)
                    if u.get("address") == wanted)
     return None
+
+
+def caddy_upstreams(balancer):
+    """Caddy's admin view of its upstreams: address, num_requests, fails."""
+    done = subprocess.run(["curl", "-fsS", "--unix-socket", balancer["admin_socket"],
+                           "http://caddy/reverse_proxy/upstreams"],
+                          capture_output=True, text=True)
+    return json.loads(done.stdout or "[]")
 
 
 def switch(state, old, new):
     """Blue/green: the `new` host entries take the traffic of the `old` ones. HAProxy
     enables the new servers, waits until its checks have them UP, then puts the old ones
-    in maintenance; nginx and Caddy reload once with the new members only."""
+    in maintenance. nginx and Caddy are not reloaded (a reload alone loses requests: the
+    reload-lb control): both colours are in their config from the start
+    (balancers.listed), and this waits until the load balancer reaches every new
+    instance (nginx tries a refusing host again after its fail_timeout, Caddy's active
+    check passes); the old ones leave as they stop (`leaves_as_it_stops`)."""
     balancer = state["balancer"]
     if balancer["kind"] == "haproxy":
         for host in new:
@@ -100,10 +117,20 @@ def switch(state, old, new):
         for host in old:
             set_endpoint(state, host, serving=False)
         return
-    balancer["members"] = sorted(set(balancer["members"]) - set(old) | set(new))
-    balancers.render_config(state)
-    hosts.save(state["state_dir"], state)
-    reload(balancer)
+    missing = [h for h in new if h not in balancer["members"]]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} not in {balancer['kind']}'s config "
+                         "(blue/green lists both colours from the start)")
+    hosts.wait_until(lambda: all(in_rotation(state, h) for h in new), 30,
+                     f"{balancer['kind']} to send to the new instances")
+
+
+def leaves_as_it_stops(state):
+    """Whether an old instance leaves the rotation only by stopping (nginx, Caddy: a
+    server with --shutdown-delay fails /healthz, which Caddy's active check sees, then
+    refuses, which nginx and Caddy retry on another host) rather than by an admin state
+    the driver waits on (HAProxy's maintenance, after which it sends nothing more)."""
+    return state["balancer"]["kind"] != "haproxy"
 
 
 def still_sending(state, host):
