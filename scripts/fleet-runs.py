@@ -13,11 +13,13 @@ removed and checked.
         [--servers server-cli,server-cli-asgi,uvicorn,gunicorn,granian] [--shutdown-delay S]
         [--methods POST,GET] [--clients-kinds raw,reqwest]
 Results: bench/results/fleet.json (fleet-short.json with --short). Needs root.
+FLEET_KEEP=DIR keeps every run's logs in DIR.
 """
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -141,6 +143,12 @@ def run_one(spec, duration, clients):
         if not os.path.exists(report):
             raise RuntimeError(f"the harness wrote no report: {done.stderr.strip()[-500:]}")
         summary = json.load(open(report))["summary"]
+        if os.environ.get("FLEET_KEEP"):
+            # Every log of the run (servers, load balancer, the harness's report) for a
+            # closer look: the run's directory is removed with the test bed.
+            shutil.copytree(state_dir, os.path.join(os.environ["FLEET_KEEP"],
+                                                    f"{balancer}-{deploy}-{server}"),
+                            dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.sock"))
         return {**spec,
                 # Only server-cli has the option; the peers stop as they do.
                 "shutdown_delay": spec["shutdown_delay"] if server.startswith("server-cli") else None,

@@ -82,6 +82,7 @@ def fault(state_dir, kind, host, hold):
     driver waits until it is in rotation again."""
     state = hosts.load(state_dir)
     entry = state["hosts"][host]
+    failures_before = rotation.failed_checks(state, host)
     if kind == "kill-host":
         step(f"{host}: SIGSTOP to every process (frozen: what is in flight stays in flight)")
         testbed.stop_all_in(entry["namespace"])
@@ -102,7 +103,7 @@ def fault(state_dir, kind, host, hold):
     if rotation.marked_down(state, host) is None:
         step(f"{host}: {state['balancer']['kind']} shows no health view to time")
     else:
-        hosts.wait_until(lambda: rotation.marked_down(state, host), 30,
+        hosts.wait_until(lambda: rotation.marked_down(state, host, failures_before), 30,
                          f"the load balancer to mark {host} DOWN")
         step(f"{host}: marked DOWN {time.monotonic() - faulted:.3f} s after the fault")
     time.sleep(hold)

@@ -32,18 +32,32 @@ def in_rotation(state, host):
             and hosts.connections_from(entry, balancer["address"]) > 0)
 
 
-def marked_down(state, host):
+def marked_down(state, host, failures_before=0):
     """Whether the load balancer has taken `host` out after a fault: HAProxy's health
-    checks (`DOWN`), Caddy's passive health (a failure counted against the upstream, which
-    keeps it out for `fail_duration`); None for nginx, which shows nothing of it."""
+    checks say `DOWN`; Caddy has logged a failed active check of it since the fault
+    (`failures_before`: `failed_checks` then), which takes it out at once; None for nginx,
+    which shows nothing of it."""
     balancer = state["balancer"]
     if balancer["kind"] == "haproxy":
         return haproxy_statuses(balancer["stats_socket"]).get(host, "").startswith("DOWN")
     if balancer["kind"] == "caddy":
-        wanted = hosts.endpoint(state["hosts"][host])
-        return any(u.get("fails", 0) > 0 for u in caddy_upstreams(balancer)
-                   if u.get("address") == wanted)
+        return failed_checks(state, host) > failures_before
     return None
+
+
+def failed_checks(state, host):
+    """How many of Caddy's active health checks of `host` have failed (its log; the admin
+    API keeps active health to itself, caddy #6135); 0 for the other balancers."""
+    balancer = state["balancer"]
+    if balancer["kind"] != "caddy":
+        return 0
+    wanted = hosts.endpoint(state["hosts"][host])
+    count = 0
+    with open(balancer["log"]) as log:
+        for line in log:
+            if "health_checker.active" in line and f'"host":"{wanted}"' in line:
+                count += 1
+    return count
 
 
 def set_endpoint(state, host, serving):
@@ -93,9 +107,10 @@ def in_flight(state, host):
 
 
 def caddy_upstreams(balancer):
-    """Caddy's admin view of its upstreams: address, num_requests, fails."""
+    """Caddy's admin view of its upstreams: address, num_requests (in progress), fails."""
+    # An empty Host: Caddy's admin endpoint refuses any other on a Unix socket.
     done = subprocess.run(["curl", "-fsS", "--unix-socket", balancer["admin_socket"],
-                           "http://caddy/reverse_proxy/upstreams"],
+                           "-H", "Host;", "http://caddy/reverse_proxy/upstreams"],
                           capture_output=True, text=True)
     return json.loads(done.stdout or "[]")
 
