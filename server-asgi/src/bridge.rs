@@ -5,11 +5,12 @@
 //! tokio side, one wake-up per batch. The loop side, called back with the GIL held, takes
 //! the whole batch and handles it ([`crate::http::handle_batch`]).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use pyo3::prelude::*;
 
 use crate::http::ToLoop;
@@ -18,7 +19,7 @@ use crate::http::ToLoop;
 pub(crate) struct LoopQueue {
     pending: Mutex<Vec<ToLoop>>,
     /// Readable while `pending` has messages the loop has not taken.
-    wake: OwnedFd,
+    wake: EventFd,
 }
 
 static QUEUE: OnceLock<LoopQueue> = OnceLock::new();
@@ -35,11 +36,9 @@ impl LoopQueue {
     /// The queue (created by [`start_loop_thread`]).
     pub(crate) fn get() -> &'static LoopQueue {
         QUEUE.get_or_init(|| {
-            // SAFETY: eventfd returns a new descriptor or -1.
-            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-            assert!(fd >= 0, "cannot create an eventfd");
-            // SAFETY: the descriptor was just created and is owned here alone.
-            let wake = unsafe { OwnedFd::from_raw_fd(fd) };
+            // Only a process out of descriptors fails here, before any request is taken.
+            let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .expect("cannot create the loop's eventfd");
             LoopQueue {
                 pending: Mutex::new(Vec::new()),
                 wake,
@@ -55,17 +54,16 @@ impl LoopQueue {
             pending.len() == 1
         };
         if was_empty {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live u64 to our eventfd.
-            unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            // Fails only when the counter would overflow, which one write per batch never
+            // reaches: the eventfd is readable either way.
+            let _ = self.wake.write(1);
         }
     }
 
     /// Everything pushed since the last call (the loop thread, woken by the eventfd).
     fn take(&self) -> Vec<ToLoop> {
-        let mut counter = 0u64;
-        // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd.
-        unsafe { libc::read(self.wake.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
+        // EAGAIN when a previous call already took this wake-up's messages: nothing to do.
+        let _ = self.wake.read();
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
