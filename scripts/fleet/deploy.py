@@ -78,7 +78,7 @@ def fault(state_dir, kind, host, hold):
     nothing is refused). Before a kill the host is frozen (SIGSTOP) and the requests the
     load balancer has in progress on it counted (HAProxy, Caddy): the most the kill can
     lose. Then how long the load balancer took to mark it DOWN (HAProxy's checks, Caddy's
-    passive health; nginx shows neither); the host comes back after `hold` s and the
+    failed active check; nginx shows neither); the host comes back after `hold` s and the
     driver waits until it is in rotation again."""
     state = hosts.load(state_dir)
     entry = state["hosts"][host]
