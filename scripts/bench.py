@@ -1106,7 +1106,8 @@ def asgi_instructions_per_request(servers, apps, counts=(400, 800)):
             by_part = {g: round((v[1] - v[0]) / spread) for g, v in groups.items()}
             total = sum(by_part.values())
             entry = {"total": total, "by_part": by_part}
-            if any(v < 0 for v in by_part.values()):
+            # A few instructions below zero are rounding; a part 1 % of the total below is not.
+            if any(v < -0.01 * abs(total) for v in by_part.values()):
                 # Work that follows wall-clock time rather than requests (a thread polling
                 # for the GIL, timers) differs between the runs: the split is not a cost.
                 entry["unreliable"] = "a part is negative: the runs differ by more than their requests"
