@@ -55,7 +55,9 @@ def failed_checks(state, host):
     count = 0
     with open(balancer["log"]) as log:
         for line in log:
-            if "health_checker.active" in line and f'"host":"{wanted}"' in line:
+            # The checker also logs "host is up" when a host recovers: not a failure.
+            if ("health_checker.active" in line and f'"host":"{wanted}"' in line
+                    and '"msg":"host is up"' not in line):
                 count += 1
     return count
 
