@@ -137,15 +137,31 @@ fn make_app(mode: lifespan::Mode) -> server_core::App {
         .with_liveness(Arc::new(loop_alive))
 }
 
-/// Tells the loop thread, on drop, that the request's client is gone or its response is
-/// over (then `receive()` answers `http.disconnect`).
+/// Tells the loop thread, on drop, that the request's client is gone (then `receive()`
+/// answers `http.disconnect`), unless the response ended as the loop thread knows it did
+/// (sent whole, or its body finished): then there is nothing to tell, and no wake-up of
+/// the loop thread per request.
 struct DisconnectGuard {
     id: u64,
+    armed: bool,
+}
+
+impl DisconnectGuard {
+    fn new(id: u64) -> Self {
+        Self { id, armed: true }
+    }
+
+    /// The loop thread ended the response itself: nothing to tell it.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
 }
 
 impl Drop for DisconnectGuard {
     fn drop(&mut self) {
-        LoopQueue::get().push(ToLoop::Disconnected(self.id));
+        if self.armed {
+            LoopQueue::get().push(ToLoop::Disconnected(self.id));
+        }
     }
 }
 
@@ -166,7 +182,7 @@ async fn handle(request: Request<Body>) -> Response<Body> {
     };
     let (response, head_rx) = oneshot::channel();
     let (frames, frames_rx) = mpsc::channel(RESPONSE_FRAMES);
-    let guard = DisconnectGuard { id };
+    let guard = DisconnectGuard::new(id);
     queue.push(ToLoop::Request(Box::new(NewRequest {
         id,
         head,
@@ -188,7 +204,8 @@ async fn handle(request: Request<Body>) -> Response<Body> {
     }
     let body = match head.whole_body {
         Some(whole) => {
-            drop(guard);
+            // Sent whole by the loop thread, which marked the response complete.
+            guard.disarm();
             Body::from(whole)
         }
         None => Body::new(ResponseStream {
@@ -296,7 +313,11 @@ impl http_body::Body for ResponseStream {
             Poll::Ready(Some(Frame::Abort)) => Poll::Ready(Some(Err(std::io::Error::other(
                 "the app failed after the response started",
             )))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                // The loop thread closed the body (complete, or the client gone): it knows.
+                self.guard.armed = false;
+                Poll::Ready(None)
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -483,7 +504,9 @@ pub(crate) struct HttpCycle {
 impl HttpCycle {
     /// The message `receive()` can return now, if any.
     fn next_message(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        if self.disconnected {
+        // After the whole response was sent, `receive()` answers `http.disconnect` (the
+        // ASGI spec; as uvicorn does).
+        if self.disconnected || self.complete {
             return disconnect_message(py).map(Some);
         }
         if self.request_delivered {
@@ -533,12 +556,19 @@ impl HttpCycle {
         self.resolve_waiting(py)
     }
 
+    /// The whole response went to the tokio side: a `receive()` waiting (for the
+    /// disconnect, as Starlette's streaming responses do) gets `http.disconnect` now.
+    fn mark_complete(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.complete = true;
+        self.frames = None;
+        self.resolve_waiting(py)
+    }
+
     fn on_send_ready(&mut self, py: Python<'_>, permit: mpsc::OwnedPermit<Frame>) -> PyResult<()> {
         if let Some((future, frame, more)) = self.pending_send.take() {
             permit.send(frame);
             if !more {
-                self.frames = None;
-                self.complete = true;
+                self.mark_complete(py)?;
             }
             set_result(py, &future, py.None())?;
         }
@@ -556,8 +586,7 @@ impl HttpCycle {
         match frames.try_send(Frame::Data(data)) {
             Ok(()) => {
                 if !more {
-                    self.frames = None;
-                    self.complete = true;
+                    self.mark_complete(py)?;
                 }
                 ready(py, py.None())
             }
@@ -649,8 +678,7 @@ impl HttpCycle {
                         whole_body,
                     });
                     if !more {
-                        self.complete = true;
-                        self.frames = None;
+                        self.mark_complete(py)?;
                         return ready(py, py.None());
                     }
                     return self.send_frame(py, body, more);

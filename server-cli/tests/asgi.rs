@@ -231,6 +231,54 @@ fn a_client_that_goes_away_is_an_http_disconnect_for_the_app() {
     }
 }
 
+/// One request on an open connection, read to the end of a body that ends in `done`
+/// (with a Content-Length, or chunked).
+fn keep_alive_get(stream: &mut TcpStream, path: &str) -> String {
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !(response.ends_with(b"done") || response.ends_with(b"done\r\n0\r\n\r\n")) {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the response ended: {response:?}");
+        response.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[test]
+fn after_the_whole_response_receive_answers_http_disconnect_at_once() {
+    // The ASGI spec (and uvicorn): `receive()` after the response was sent is an
+    // `http.disconnect`, also for a `receive()` already waiting, as Starlette's streaming
+    // responses' disconnect listeners do; whole responses and streamed ones, on a
+    // keep-alive connection that stays open.
+    let server = conformance(&["--workers", "1"]);
+    let mut client = TcpStream::connect(server.addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let paths = [
+        "/respond-then-receive",
+        "/respond-then-receive?stream=1",
+        "/respond-then-receive?early=1",
+        "/respond-then-receive?stream=1&early=1",
+    ];
+    for path in paths {
+        let response = keep_alive_get(&mut client, path);
+        assert!(response.starts_with("HTTP/1.1 200"), "{path}: {response:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let recorded = loop {
+        let recorded = http_get(server.addr, "/after-response").unwrap().body;
+        if recorded.matches('"').count() >= 2 * paths.len() {
+            break recorded;
+        }
+        assert!(Instant::now() < deadline, "recorded only {recorded}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let expected = format!("[{}]", vec!["\"http.disconnect\""; paths.len()].join(", "));
+    assert_eq!(recorded, expected);
+}
+
 #[test]
 fn the_lifespan_runs_before_ready_and_its_state_reaches_every_request() {
     let mut server = conformance(&["--workers", "2"]);
