@@ -3,6 +3,7 @@
 
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 
 /// Completes at its first step with `value` (`await` returns it).
 #[pyclass]
@@ -17,6 +18,14 @@ impl Ready {
     }
 }
 
+/// The result as the argument of the `StopIteration` that ends the awaitable: the value
+/// itself, never a 1-tuple, so that the interpreter takes it as the result without
+/// creating the exception object (it must normalize a tuple argument). No value here is a
+/// tuple: results are message dicts or `None`.
+fn finished(value: Py<PyAny>) -> PyErr {
+    PyStopIteration::new_err(value)
+}
+
 #[pymethods]
 impl Ready {
     fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -29,11 +38,38 @@ impl Ready {
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let value = self.value.take().unwrap_or_else(|| py.None());
-        Err(PyStopIteration::new_err((value,)))
+        Err(finished(value))
+    }
+}
+
+/// Completes at its first step with `None`; it has no state, so one object serves every
+/// `send()` that found room (no allocation per call).
+#[pyclass(frozen)]
+struct ReadyNone;
+
+#[pymethods]
+impl ReadyNone {
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Err(finished(py.None()))
     }
 }
 
 /// `value`, ready, as the object `receive()`/`send()` return.
 pub(crate) fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
     Ok(Py::new(py, Ready::new(value))?.into_any())
+}
+
+/// `None`, ready: what `send()` returns when the message went on at once.
+pub(crate) fn ready_none(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    static SHARED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let shared = SHARED.get_or_try_init(py, || Py::new(py, ReadyNone).map(Py::into_any))?;
+    Ok(shared.clone_ref(py))
 }

@@ -19,7 +19,7 @@ use pyo3::types::{PyBytes, PyDict};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::app_loader::{Loaded, EXIT_APP_CANNOT_START};
-use crate::awaitable::ready;
+use crate::awaitable::{ready, ready_none};
 use crate::bridge::{event_loop, loop_alive, start_loop_thread, LoopQueue};
 use crate::lifespan;
 
@@ -56,7 +56,6 @@ pub(crate) struct NewRequest {
     /// The body's chunks, `None` when it has none.
     body: Option<mpsc::Receiver<Chunk>>,
     response: oneshot::Sender<ResponseHead>,
-    frames: mpsc::Sender<Frame>,
 }
 
 /// A chunk of a request body.
@@ -71,11 +70,20 @@ pub(crate) enum Frame {
     Abort,
 }
 
-/// The response's status and headers, with the whole body when the app sent it at once.
+/// The response's status and headers, with its body.
 struct ResponseHead {
     status: u16,
     headers: HeaderMap,
-    whole_body: Option<Bytes>,
+    body: HeadBody,
+}
+
+/// A response body as the tokio side gets it with the head.
+enum HeadBody {
+    /// The app sent it at once (`more_body` false in its first body message).
+    Whole(Bytes),
+    /// The app streams it: the chunks come through this channel, made only for streamed
+    /// responses (most responses are whole, and need none).
+    Stream(mpsc::Receiver<Frame>),
 }
 
 /// What every request needs: the app and its options (set once, in `run_worker`).
@@ -181,14 +189,12 @@ async fn handle(request: Request<Body>) -> Response<Body> {
         Some(receiver)
     };
     let (response, head_rx) = oneshot::channel();
-    let (frames, frames_rx) = mpsc::channel(RESPONSE_FRAMES);
     let guard = DisconnectGuard::new(id);
     queue.push(ToLoop::Request(Box::new(NewRequest {
         id,
         head,
         body,
         response,
-        frames,
     })));
     let Ok(head) = head_rx.await else {
         return internal_error();
@@ -202,14 +208,14 @@ async fn handle(request: Request<Body>) -> Response<Body> {
     if let Some(headers) = builder.headers_mut() {
         *headers = head.headers;
     }
-    let body = match head.whole_body {
-        Some(whole) => {
+    let body = match head.body {
+        HeadBody::Whole(whole) => {
             // Sent whole by the loop thread, which marked the response complete.
             guard.disarm();
             Body::from(whole)
         }
-        None => Body::new(ResponseStream {
-            frames: frames_rx,
+        HeadBody::Stream(frames) => Body::new(ResponseStream {
+            frames,
             drain: event_stream.then(|| {
                 let mut draining = server_core::Draining::of_this_worker();
                 Box::pin(async move {
@@ -378,13 +384,13 @@ fn start_request(py: Python<'_>, request: NewRequest) -> PyResult<()> {
             waiting: None,
             response: Some(request.response),
             head: None,
-            frames: Some(request.frames),
+            frames: None,
             pending_send: None,
             complete: false,
         },
     )?;
-    let receive = cycle.getattr(py, "receive")?;
-    let send = cycle.getattr(py, "send")?;
+    let receive = cycle.getattr(py, intern!(py, "receive"))?;
+    let send = cycle.getattr(py, intern!(py, "send"))?;
     CYCLES.with(|c| c.borrow_mut().insert(id, cycle.clone_ref(py)));
     let Some(event_loop) = event_loop(py) else {
         return Ok(());
@@ -394,12 +400,12 @@ fn start_request(py: Python<'_>, request: NewRequest) -> PyResult<()> {
         .call1(py, (scope, receive, send))
         .and_then(|coroutine| {
             event_loop
-                .call_method1("create_task", (coroutine,))
+                .call_method1(intern!(py, "create_task"), (coroutine,))
                 .map(Bound::unbind)
         });
     match started {
         Ok(task) => {
-            task.call_method1(py, "add_done_callback", (Done { id },))?;
+            task.call_method1(py, intern!(py, "add_done_callback"), (Done { id },))?;
         }
         Err(e) => finish(py, id, Some(e)),
     }
@@ -415,20 +421,14 @@ struct Done {
 #[pymethods]
 impl Done {
     fn __call__(&self, py: Python<'_>, task: Bound<'_, PyAny>) {
-        let error = if task
-            .call_method0("cancelled")
-            .and_then(|c| c.extract::<bool>())
-            .unwrap_or(false)
-        {
-            Some(pyo3::exceptions::PyRuntimeError::new_err(
-                "the request's task was cancelled",
-            ))
-        } else {
-            match task.call_method0("exception") {
-                Ok(e) if !e.is_none() => Some(PyErr::from_value(e)),
-                Ok(_) => None,
-                Err(e) => Some(e),
+        // One call: `exception()` raises CancelledError for a cancelled task.
+        let error = match task.call_method0(intern!(py, "exception")) {
+            Ok(e) if e.is_none() => None,
+            Ok(e) => Some(PyErr::from_value(e)),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) => {
+                Some(PyRuntimeError::new_err("the request's task was cancelled"))
             }
+            Err(e) => Some(e),
         };
         finish(py, self.id, error);
     }
@@ -455,7 +455,7 @@ fn finish(py: Python<'_>, id: u64, error: Option<PyErr>) {
         let _ = response.send(ResponseHead {
             status: 500,
             headers,
-            whole_body: Some(Bytes::from_static(b"Internal Server Error")),
+            body: HeadBody::Whole(Bytes::from_static(b"Internal Server Error")),
         });
     } else if !cycle.complete {
         if error.is_none() {
@@ -495,6 +495,8 @@ pub(crate) struct HttpCycle {
     response: Option<oneshot::Sender<ResponseHead>>,
     /// `http.response.start` received, not yet sent on (it goes with the first body).
     head: Option<(u16, HeaderMap)>,
+    /// The streamed body's chunks: made when a streamed response starts, dropped once it
+    /// is complete or the client is gone.
     frames: Option<mpsc::Sender<Frame>>,
     /// A chunk that found no room, its `send()` future, and whether more follows.
     pending_send: Option<(Py<PyAny>, Frame, bool)>,
@@ -578,17 +580,17 @@ impl HttpCycle {
     /// Sends a body chunk on; returns the awaitable `send()` gives the app.
     fn send_frame(&mut self, py: Python<'_>, data: Bytes, more: bool) -> PyResult<Py<PyAny>> {
         let Some(frames) = &self.frames else {
-            return ready(py, py.None());
+            return ready_none(py);
         };
         if data.is_empty() && more {
-            return ready(py, py.None());
+            return ready_none(py);
         }
         match frames.try_send(Frame::Data(data)) {
             Ok(()) => {
                 if !more {
                     self.mark_complete(py)?;
                 }
-                ready(py, py.None())
+                ready_none(py)
             }
             Err(mpsc::error::TrySendError::Full(frame)) => {
                 let future = new_future(py)?;
@@ -605,7 +607,7 @@ impl HttpCycle {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.frames = None;
-                ready(py, py.None())
+                ready_none(py)
             }
         }
     }
@@ -656,7 +658,7 @@ impl HttpCycle {
                     }
                 }
                 self.head = Some((status, headers));
-                ready(py, py.None())
+                ready_none(py)
             }
             "http.response.body" => {
                 let body: Bytes = match message.get_item(intern!(py, "body"))? {
@@ -669,18 +671,24 @@ impl HttpCycle {
                 };
                 if let Some((status, headers)) = self.head.take() {
                     let Some(response) = self.response.take() else {
-                        return ready(py, py.None());
+                        return ready_none(py);
                     };
-                    let whole_body = (!more).then(|| body.clone());
+                    if !more {
+                        let _ = response.send(ResponseHead {
+                            status,
+                            headers,
+                            body: HeadBody::Whole(body),
+                        });
+                        self.mark_complete(py)?;
+                        return ready_none(py);
+                    }
+                    let (frames, receiver) = mpsc::channel(RESPONSE_FRAMES);
                     let _ = response.send(ResponseHead {
                         status,
                         headers,
-                        whole_body,
+                        body: HeadBody::Stream(receiver),
                     });
-                    if !more {
-                        self.mark_complete(py)?;
-                        return ready(py, py.None());
-                    }
+                    self.frames = Some(frames);
                     return self.send_frame(py, body, more);
                 }
                 if self.response.is_some() {
@@ -689,7 +697,7 @@ impl HttpCycle {
                     ));
                 }
                 if self.complete {
-                    return ready(py, py.None());
+                    return ready_none(py);
                 }
                 self.send_frame(py, body, more)
             }
@@ -731,14 +739,16 @@ fn bytes_of<T>(object: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> PyResult<T>) 
 /// A new future of the loop (the loop thread).
 pub(crate) fn new_future(py: Python<'_>) -> PyResult<Py<PyAny>> {
     let event_loop = event_loop(py).ok_or_else(|| PyRuntimeError::new_err("no event loop"))?;
-    Ok(event_loop.call_method0("create_future")?.unbind())
+    Ok(event_loop
+        .call_method0(intern!(py, "create_future"))?
+        .unbind())
 }
 
 /// Completes `future` with `value` unless it was cancelled meanwhile.
 pub(crate) fn set_result(py: Python<'_>, future: &Py<PyAny>, value: Py<PyAny>) -> PyResult<()> {
-    let done: bool = future.call_method0(py, "done")?.extract(py)?;
+    let done: bool = future.call_method0(py, intern!(py, "done"))?.extract(py)?;
     if !done {
-        future.call_method1(py, "set_result", (value,))?;
+        future.call_method1(py, intern!(py, "set_result"), (value,))?;
     }
     Ok(())
 }

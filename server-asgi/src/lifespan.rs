@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use tokio::sync::oneshot;
 
-use crate::awaitable::ready;
+use crate::awaitable::{ready, ready_none};
 use crate::bridge::{event_loop, LoopQueue};
 use crate::http::{new_future, set_result, ToLoop as HttpToLoop};
 
@@ -272,7 +272,7 @@ impl LifespanCycle {
                 _ => {}
             }
         });
-        ready(py, py.None())
+        ready_none(py)
     }
 }
 

@@ -66,7 +66,7 @@ pub(crate) fn http_scope<'py>(
         PyBytes::new(py, raw_path.as_bytes()),
     )?;
     scope.set_item(
-        "query_string",
+        intern!(py, "query_string"),
         PyBytes::new(py, head.uri.query().unwrap_or("").as_bytes()),
     )?;
     scope.set_item(intern!(py, "root_path"), root_path)?;

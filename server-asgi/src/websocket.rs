@@ -20,7 +20,7 @@ use pyo3::types::{PyBytes, PyDict};
 use server_core::Draining;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::awaitable::ready;
+use crate::awaitable::{ready, ready_none};
 use crate::bridge::{event_loop, LoopQueue};
 use crate::http::{new_future, set_result, ToLoop};
 
@@ -450,6 +450,6 @@ impl WebSocketCycle {
                 )))
             }
         }
-        ready(py, py.None())
+        ready_none(py)
     }
 }
