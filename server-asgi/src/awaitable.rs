@@ -42,34 +42,17 @@ impl Ready {
     }
 }
 
-/// Completes at its first step with `None`; it has no state, so one object serves every
-/// `send()` that found room (no allocation per call).
-#[pyclass(frozen)]
-struct ReadyNone;
-
-#[pymethods]
-impl ReadyNone {
-    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Err(finished(py.None()))
-    }
-}
-
 /// `value`, ready, as the object `receive()`/`send()` return.
 pub(crate) fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
     Ok(Py::new(py, Ready::new(value))?.into_any())
 }
 
-/// `None`, ready: what `send()` returns when the message went on at once.
+/// `None`, ready: what `send()` returns when the message went on at once. One object
+/// serves every call (no allocation per call): a `Ready` without a value has no state to
+/// take, and completes with `None` each time it is awaited.
 pub(crate) fn ready_none(py: Python<'_>) -> PyResult<Py<PyAny>> {
     static SHARED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let shared = SHARED.get_or_try_init(py, || Py::new(py, ReadyNone).map(Py::into_any))?;
+    let shared =
+        SHARED.get_or_try_init(py, || Py::new(py, Ready { value: None }).map(Py::into_any))?;
     Ok(shared.clone_ref(py))
 }
