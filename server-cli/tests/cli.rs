@@ -91,7 +91,17 @@ fn logs_in_uvicorn_style_and_an_access_line_per_request() {
     server.wait_for_line("Started parent process [");
     server.wait_for_line("Listener drain: ");
     http_get(server.addr, "/healthz").unwrap();
-    server.wait_for_line(r#""GET /healthz HTTP/1.1" 200 OK"#);
+    let access = server.wait_for_line(r#""GET /healthz HTTP/1.1" 200 OK"#);
+    // The client as uvicorn writes it: `127.0.0.1:PORT - "GET ...`.
+    let client = access
+        .split("] ")
+        .nth(1)
+        .and_then(|rest| rest.split(" - ").next())
+        .and_then(|client| client.strip_prefix("127.0.0.1:"));
+    assert!(
+        client.is_some_and(|port| port.parse::<u16>().is_ok()),
+        "no client address in {access:?}"
+    );
     server.signal(Signal::SIGTERM);
     server.wait_for_line("Finished server process [");
     server.wait_for_line("Stopping parent process [");

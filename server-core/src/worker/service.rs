@@ -30,7 +30,7 @@ pub(crate) struct WorkerService {
     /// Cancelled when the worker starts draining.
     pub(crate) draining: CancellationToken,
     /// The client, for the access log.
-    pub(crate) peer: Arc<str>,
+    pub(crate) peer: super::listener::Peer,
     /// Whether to write an access log line per request.
     pub(crate) access_log: bool,
     /// The worker's request quota, when it has one.
@@ -64,7 +64,7 @@ pin_project_lite::pin_project! {
         version: Version,
         draining: CancellationToken,
         activity: Arc<Activity>,
-        access: Option<(Arc<str>, Method, Uri)>,
+        access: Option<(super::listener::Peer, Method, Uri)>,
         // For the metrics: the method's counter and when the request arrived.
         method: u8,
         started: Option<std::time::Instant>,
@@ -141,13 +141,9 @@ impl hyper::service::Service<Request<Incoming>> for WorkerService {
         if let Some(quota) = &self.quota {
             quota.count();
         }
-        let access = self.access_log.then(|| {
-            (
-                Arc::clone(&self.peer),
-                request.method().clone(),
-                request.uri().clone(),
-            )
-        });
+        let access = self
+            .access_log
+            .then(|| (self.peer, request.method().clone(), request.uri().clone()));
         let not_ready = match &self.readiness {
             Some((path, unready)) if request.uri().path() == &**path => {
                 unready.is_cancelled() || self.draining.is_cancelled()
