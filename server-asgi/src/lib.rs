@@ -10,6 +10,7 @@
 //! holds the GIL whenever it runs Python, builds the scope, runs the app, and sends the
 //! response back through tokio channels (which need no GIL to wake the tokio side).
 
+mod allocator;
 mod app_loader;
 mod awaitable;
 mod bridge;
