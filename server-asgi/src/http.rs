@@ -399,9 +399,12 @@ fn start_request(py: Python<'_>, request: NewRequest) -> PyResult<()> {
         .app
         .call1(py, (scope, receive, send))
         .and_then(|coroutine| {
-            event_loop
-                .call_method1(intern!(py, "create_task"), (coroutine,))
-                .map(Bound::unbind)
+            crate::task::spawn(
+                &event_loop,
+                coroutine.into_bound(py),
+                intern!(py, "zerodrop-http").as_any(),
+            )
+            .map(Bound::unbind)
         });
     match started {
         Ok(task) => {

@@ -17,6 +17,7 @@ mod bridge;
 mod http;
 mod lifespan;
 mod scope;
+mod task;
 mod websocket;
 
 use pyo3::prelude::*;

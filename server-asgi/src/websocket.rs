@@ -242,9 +242,13 @@ pub(crate) fn start(py: Python<'_>, socket: NewWebSocket) -> PyResult<()> {
     let send = cycle.getattr(py, "send")?;
     SOCKETS.with(|s| s.borrow_mut().insert(id, cycle.clone_ref(py)));
     let event_loop = event_loop(py).ok_or_else(|| PyRuntimeError::new_err("no event loop"))?;
-    let task = app
-        .call1((scope, receive, send))
-        .and_then(|coroutine| event_loop.call_method1("create_task", (coroutine,)));
+    let task = app.call1((scope, receive, send)).and_then(|coroutine| {
+        crate::task::spawn(
+            &event_loop,
+            coroutine,
+            intern!(py, "zerodrop-websocket").as_any(),
+        )
+    });
     match task {
         Ok(task) => {
             task.call_method1("add_done_callback", (WebSocketDone { id },))?;

@@ -292,6 +292,28 @@ fn the_lifespan_runs_before_ready_and_its_state_reaches_every_request() {
     server.wait_for_lines("Application shutdown complete.", 2);
 }
 
+#[test]
+fn each_request_runs_as_an_asyncio_task_and_a_task_factory_the_app_sets_is_used() {
+    // The task is a real asyncio task (anyio, Starlette and `current_task()` rely on it),
+    // made without the loop's `create_task` while the app has set no task factory...
+    let server = conformance(&["--workers", "1"]);
+    let task = json_of(&http_get(server.addr, "/task").unwrap().body);
+    assert_eq!(task["is_task"], true, "{task}");
+    assert_eq!(task["running"], true, "{task}");
+    assert_eq!(task["name"], "zerodrop-http", "{task}");
+    assert_eq!(task["from_factory"], false, "{task}");
+    drop(server);
+    // ... and through the loop, so through the app's factory, once it has.
+    let server = start(
+        "conformance_app:app",
+        &["--workers", "1"],
+        &[("TASK_FACTORY", "1")],
+    );
+    let task = json_of(&http_get(server.addr, "/task").unwrap().body);
+    assert_eq!(task["is_task"], true, "{task}");
+    assert_eq!(task["from_factory"], true, "{task}");
+}
+
 /// Runs `server-cli ARGS` to its end (bounded); returns the status and its stderr.
 fn run_to_end(app: &str, env: &[(&str, &str)]) -> (i32, String) {
     common::asgi_module();
