@@ -34,9 +34,10 @@ use crate::metrics::region::{this_worker_with_index, Region, SlotState, WorkerSl
 /// Longest time a worker with more connections than another lets that one accept first.
 /// Measured on 2 cores with 16 keep-alive clients arriving at once on 4 workers (6 runs
 /// each): at 100 us one run placed connections wrong (a worker not scheduled in time), at
-/// 150 and 200 us none. Under a new connection per request every hold delays an accept:
-/// next to no gate, 200 us measured 19-20 % lower in three batches, 100 and 150 us 11-26 %
-/// (no difference this VM's noise can show); 150 us is the shortest that kept bursts even.
+/// 150 and 200 us none; 150 us is the shortest that kept bursts even. A hold delays an
+/// accept, which a new connection per request would pay on most requests (11-26 % fewer
+/// requests per second before the churn rule): a worker whose connections are short-lived
+/// and churn does not hold at all ([`SHORT_LIVED`], [`CHURN_RATE`]).
 pub(crate) const HOLD: Duration = Duration::from_micros(150);
 
 /// A second registration of the listening socket, for readiness without accepting.
@@ -61,7 +62,7 @@ impl AcceptGate {
 
     /// The next connection, once this worker's turn has come. Cancel-safe: nothing is
     /// taken from the queue until the `accept` that returns it.
-    pub(crate) async fn accept(&self) -> io::Result<(TcpStream, String)> {
+    pub(crate) async fn accept(&self) -> io::Result<(TcpStream, super::listener::Peer)> {
         loop {
             let mut ready = self.listener.readable().await?;
             if !connections_are_short_lived() {
@@ -74,10 +75,7 @@ impl AcceptGate {
                 Ok(Ok((socket, peer))) => {
                     let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
                     let _ = stream.set_nodelay(true);
-                    let peer = peer
-                        .as_socket()
-                        .map_or_else(String::new, |addr| addr.to_string());
-                    return Ok((stream, peer));
+                    return Ok((stream, super::listener::Peer(peer.as_socket())));
                 }
                 Ok(Err(e)) => return Err(e),
                 // Another worker took it: wait for the next one.
