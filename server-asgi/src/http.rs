@@ -163,6 +163,14 @@ impl DisconnectGuard {
     fn disarm(mut self) {
         self.armed = false;
     }
+
+    /// Tells the loop thread now (a drain ends an event stream while the app still
+    /// streams), once: the drop has nothing left to tell.
+    fn tell_now(&mut self) {
+        if std::mem::replace(&mut self.armed, false) {
+            LoopQueue::get().push(ToLoop::Disconnected(self.id));
+        }
+    }
 }
 
 impl Drop for DisconnectGuard {
@@ -302,7 +310,7 @@ impl http_body::Body for ResponseStream {
                 if drain.as_mut().poll(cx).is_ready() {
                     self.ending = true;
                     self.drain = None;
-                    LoopQueue::get().push(ToLoop::Disconnected(self.guard.id));
+                    self.guard.tell_now();
                 }
             }
         }

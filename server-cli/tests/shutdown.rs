@@ -83,52 +83,112 @@ fn load_with_new_connections_drops_nothing_with_the_ebpf_drain() {
     assert!(exit_after(&report) < 1.0);
 }
 
-/// Runs of the close fallback per test: the residual race costs at most one reset in a
-/// run, so several runs tell it from a regression (the accept gate's copy of the socket
-/// held open past the drain reset 17-31 per run, issue 25).
+/// Runs of the close fallback per test.
 const CLOSE_FALLBACK_RUNS: usize = 3;
 
 #[test]
-fn load_with_the_close_fallback_refuses_and_loses_at_most_one_queued_connection() {
+fn load_with_the_close_fallback_refuses_and_loses_only_connections_queued_at_the_close() {
     for run in 1..=CLOSE_FALLBACK_RUNS {
         // The full-size load scenario (32 clients), as docs/measurements.md's repeated runs.
         let report = load_run("close", 32);
-        // The fallback has a residual race: a connection that lands in the queue between
-        // the last worker's final accept and its close is reset (docs/measurements.md:
-        // about 1 drop in 20 runs on an idle machine; at most one when that worker is
-        // preempted in between). What it must never do is leave a client hanging: every
-        // loss is a reset seen before the server has exited, and the rest is answered or refused.
+        // The fallback has a residual race the kernel leaves no way around without the
+        // eBPF drain: a connection that lands in the queue between the last worker's final
+        // accept and its close is reset. Usually none or one; more when that worker is
+        // preempted in between (8 in one CI run, 14 in session 2 under a CPU hog:
+        // docs/reliability.md), so the count is not asserted here; the regression that
+        // made it large on every run, a copy of the socket kept open past the drain, is
+        // caught by the next test. What the fallback must never do is leave a client
+        // hanging: every loss is a reset seen before the server has exited, and the rest
+        // is answered or refused.
         let s = &report.summary;
         let exit = exit_after(&report);
-        assert!(
-            s.dropped <= 1,
-            "run {run}: {} dropped\n{}",
-            s.dropped,
-            report.text()
-        );
         let hung: Vec<_> = report
             .requests
             .iter()
             .filter(|r| r.outcome.is_drop() && r.outcome != Outcome::Reset)
             .collect();
-        assert!(hung.is_empty(), "{hung:?}\n{}", report.text());
+        assert!(hung.is_empty(), "run {run}: {hung:?}\n{}", report.text());
         // The last worker's close resets what is still queued, and the parent exits right
         // after: a client task may take the reset a few milliseconds after the harness saw
         // the exit (found by CI: resets at +5..8 ms, exit at +6 ms).
         if let Some(last) = s.last_drop_after_signal {
             assert!(
                 last <= exit + 0.1,
-                "a reset after the exit\n{}",
+                "run {run}: a reset after the exit\n{}",
                 report.text()
             );
         }
         assert!(
             s.ok > 0 && s.refused > 0 && s.orphans.is_empty(),
-            "{}",
+            "run {run}: {}",
             report.text()
         );
         assert!(exit < 1.0);
     }
+}
+
+/// A worker's pid from a log line of it (`INFO:     [PID] ...`).
+fn pid_of_line(line: &str) -> u32 {
+    let start = line.find('[').unwrap() + 1;
+    let end = line[start..].find(']').unwrap() + start;
+    line[start..end].parse().unwrap()
+}
+
+/// Whether a connection to `addr` is refused (nothing listens), waiting at most 1 s for
+/// an answer to the handshake.
+fn is_refused(addr: std::net::SocketAddr) -> bool {
+    match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+    }
+}
+
+/// The close fallback's regression of issue 25, caught without depending on timing: a
+/// worker that keeps a copy of the listener after its drain has begun (the accept gate's
+/// duplicate, once kept until the worker's connections were drained) keeps the port
+/// listening with nobody accepting, and whatever the kernel queues there is reset when the
+/// copy finally goes (17-31 resets per run under load). With a 3 s request in flight in
+/// each worker, the port must refuse long before either is answered.
+#[test]
+fn with_the_close_fallback_the_port_refuses_while_every_worker_is_still_draining() {
+    use std::collections::BTreeSet;
+    use std::io::Write;
+    let mut server = RunningServer::start(&["--workers", "2", "--listener-drain", "close"]);
+    server.wait_for_line("Listener drain: close");
+    // One slow request in each worker: the accept gate sends a new connection to the
+    // worker with fewer open, but a worker not scheduled in time may take two, so up to 8.
+    let mut busy = Vec::new();
+    let mut serving = BTreeSet::new();
+    while serving.len() < 2 {
+        assert!(busy.len() < 8, "every slow request went to {serving:?}");
+        let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+        stream
+            .write_all(b"GET /sleep?secs=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        busy.push(stream);
+        let line = server.wait_for_lines("demo: /sleep waiting", busy.len());
+        serving.insert(pid_of_line(&line));
+    }
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let refused_after = loop {
+        if is_refused(server.addr) {
+            break signalled.elapsed();
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(2),
+            "the port still took connections 2 s into the drain"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(refused_after < Duration::from_secs(2), "{refused_after:?}");
+    // The workers were still serving their requests then, and answer them in full.
+    for stream in &mut busy {
+        read_closing_response(stream);
+    }
+    assert!(signalled.elapsed() >= Duration::from_secs(2));
+    let (status, _) = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success());
 }
 
 #[test]
