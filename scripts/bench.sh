@@ -15,8 +15,7 @@ source "$(dirname "$0")/lib.sh"
 if ! command -v wrk >/dev/null || ! command -v openssl >/dev/null; then
   apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk openssl
 fi
-build_release
-(cd "$ROOT" && cargo build --release --quiet -p server-cli --example baseline_axum)
+build_release  # also the axum baseline (package baseline-axum)
 case " $* " in
   *" --no-peers "*|*" --smoke "*) ;;
   *) ensure_peers ;;

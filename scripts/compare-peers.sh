@@ -27,10 +27,7 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 mkdir -p "$ROOT/bench/results" "$ROOT/docs"
 
-build_release
-if [[ " ${servers[*]} " == *" axum "* ]]; then
-  (cd "$ROOT" && cargo build --release --quiet -p server-cli --example baseline_axum)
-fi
+build_release  # also the axum baseline (package baseline-axum)
 ensure_peers
 
 declare -A dropped

@@ -32,7 +32,7 @@ server_command() {
     server-cli-asgi) echo "env VIRTUAL_ENV=$VENV $SERVER_CLI seed_app:app --app-dir $PEERS_DIR --workers 2 --port {port} --no-access-log" ;;
     granian) echo "$VENV/bin/granian --interface asgi --workers 2 --host 127.0.0.1 --port {port} --working-dir $PEERS_DIR --no-access-log seed_app:app" ;;
     hypercorn) echo "env PYTHONPATH=$PEERS_DIR $VENV/bin/hypercorn --workers 2 --bind 127.0.0.1:{port} seed_app:app" ;;
-    axum) echo "$ROOT/target/release/examples/baseline_axum 127.0.0.1:{port}" ;;
+    axum) echo "$ROOT/target/release/baseline_axum 127.0.0.1:{port}" ;;
     server-cli-close) echo "$SERVER_CLI --workers 2 --demo-shutdown-delay 10 --port {port} --no-access-log --listener-drain close" ;;
     *) echo "unknown server: $1" >&2; return 2 ;;
   esac

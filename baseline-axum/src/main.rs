@@ -4,7 +4,7 @@
 //! `with_graceful_shutdown` (which, as axum #3003 says, does not wait for upgraded
 //! connections).
 //!
-//! `cargo run --release -p server-cli --example baseline_axum -- 127.0.0.1:8000`
+//! `cargo run --release -p baseline-axum -- 127.0.0.1:8000`
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
