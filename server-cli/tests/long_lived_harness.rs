@@ -158,7 +158,7 @@ fn scale_down_hand_over_and_request_quotas_drop_no_websocket() {
 #[test]
 fn the_harness_counts_websockets_cut_without_a_close_frame_as_drops() {
     // Plain axum with `with_graceful_shutdown`: upgraded connections are not part of it.
-    let baseline = common::example("baseline_axum");
+    let baseline = common::baseline_axum();
     let argv = vec![
         baseline.display().to_string(),
         "127.0.0.1:{port}".to_string(),

@@ -198,24 +198,25 @@ pub fn is_alive(pid: u32) -> bool {
         == Some(false)
 }
 
-/// The path of one of server-cli's examples, built (same profile and target directory) if it
-/// is not up to date: `cargo test --test NAME` does not build examples by itself.
-pub fn example(name: &str) -> std::path::PathBuf {
+/// The path of the axum baseline (package `baseline-axum`), built (same profile and target
+/// directory) if it is not up to date: `cargo test -p server-cli` does not build another
+/// package's binary by itself.
+pub fn baseline_axum() -> std::path::PathBuf {
     let profile_dir = Path::new(server_cli())
         .parent()
         .expect("server-cli is in a profile directory");
     let target_dir = profile_dir.parent().expect("a target directory");
     let mut build = Command::new(env!("CARGO"));
     build
-        .args(["build", "--quiet", "-p", "server-cli", "--example", name])
+        .args(["build", "--quiet", "-p", "baseline-axum"])
         .arg("--target-dir")
         .arg(target_dir);
     if profile_dir.ends_with("release") {
         build.arg("--release");
     }
     let status = build.status().expect("cargo runs");
-    assert!(status.success(), "cargo build --example {name} failed");
-    profile_dir.join("examples").join(name)
+    assert!(status.success(), "cargo build -p baseline-axum failed");
+    profile_dir.join("baseline_axum")
 }
 
 /// Builds the Python workers' extension module (`cargo test` builds no cdylib of another
