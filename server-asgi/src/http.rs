@@ -22,6 +22,7 @@ use crate::app_loader::{Loaded, EXIT_APP_CANNOT_START};
 use crate::awaitable::{ready, ready_none};
 use crate::bridge::{event_loop, loop_alive, start_loop_thread, LoopQueue};
 use crate::lifespan;
+use crate::response::{deliver, start_dispatcher, Frame, HeadBody, ResponseHead};
 
 /// Response body chunks buffered between the app and the connection.
 const RESPONSE_FRAMES: usize = 8;
@@ -62,28 +63,6 @@ pub(crate) struct NewRequest {
 pub(crate) struct Chunk {
     data: Bytes,
     more: bool,
-}
-
-/// A response body item: data, or the app failed after it started (the connection is cut).
-pub(crate) enum Frame {
-    Data(Bytes),
-    Abort,
-}
-
-/// The response's status and headers, with its body.
-struct ResponseHead {
-    status: u16,
-    headers: HeaderMap,
-    body: HeadBody,
-}
-
-/// A response body as the tokio side gets it with the head.
-enum HeadBody {
-    /// The app sent it at once (`more_body` false in its first body message).
-    Whole(Bytes),
-    /// The app streams it: the chunks come through this channel, made only for streamed
-    /// responses (most responses are whole, and need none).
-    Stream(mpsc::Receiver<Frame>),
 }
 
 /// What every request needs: the app and its options (set once, in `run_worker`).
@@ -134,6 +113,7 @@ fn make_app(mode: lifespan::Mode) -> server_core::App {
             runtime: tokio::runtime::Handle::current(),
         });
     }
+    start_dispatcher();
     if let Err(message) = lifespan::startup(mode) {
         tracing::error!("{message}");
         tracing::error!("Application startup failed. Exiting.");
@@ -463,11 +443,15 @@ fn finish(py: Python<'_>, id: u64, error: Option<PyErr>) {
             axum::http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        let _ = response.send(ResponseHead {
-            status: 500,
-            headers,
-            body: HeadBody::Whole(Bytes::from_static(b"Internal Server Error")),
-        });
+        deliver(
+            py,
+            response,
+            ResponseHead {
+                status: 500,
+                headers,
+                body: HeadBody::Whole(Bytes::from_static(b"Internal Server Error")),
+            },
+        );
     } else if !cycle.complete {
         if error.is_none() {
             tracing::error!("ASGI callable returned without completing response.");
@@ -685,20 +669,28 @@ impl HttpCycle {
                         return ready_none(py);
                     };
                     if !more {
-                        let _ = response.send(ResponseHead {
-                            status,
-                            headers,
-                            body: HeadBody::Whole(body),
-                        });
+                        deliver(
+                            py,
+                            response,
+                            ResponseHead {
+                                status,
+                                headers,
+                                body: HeadBody::Whole(body),
+                            },
+                        );
                         self.mark_complete(py)?;
                         return ready_none(py);
                     }
                     let (frames, receiver) = mpsc::channel(RESPONSE_FRAMES);
-                    let _ = response.send(ResponseHead {
-                        status,
-                        headers,
-                        body: HeadBody::Stream(receiver),
-                    });
+                    deliver(
+                        py,
+                        response,
+                        ResponseHead {
+                            status,
+                            headers,
+                            body: HeadBody::Stream(receiver),
+                        },
+                    );
                     self.frames = Some(frames);
                     return self.send_frame(py, body, more);
                 }

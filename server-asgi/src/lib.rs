@@ -16,6 +16,7 @@ mod awaitable;
 mod bridge;
 mod http;
 mod lifespan;
+mod response;
 mod scope;
 mod task;
 mod websocket;
